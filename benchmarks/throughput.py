@@ -1,0 +1,88 @@
+"""Texts/s and single-text latency: distilsent vs the transformers pipeline, same model, same texts, one run.
+
+    python benchmarks/throughput.py --model ../shared/models/minilm-l6-sst2-ref --texts 2000
+
+Prints one table; ratios are against the pipeline at batch size 32 measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
+
+
+def sst2_texts(n: int) -> list[str]:
+    from distilsent.data import read_labelled
+
+    base = read_labelled(DEV).texts
+    return (base * (n // len(base) + 1))[:n]
+
+
+def throughput(run: Callable[[list[str]], object], texts: list[str]) -> float:
+    run(texts[:64])  # warm-up: allocator, thread pool, lazy init
+    started = time.perf_counter()
+    run(texts)
+    return len(texts) / (time.perf_counter() - started)
+
+
+def latencies_ms(run_one: Callable[[str], object], texts: list[str], n: int) -> tuple[float, float]:
+    for text in texts[:10]:
+        run_one(text)
+    times = []
+    for text in texts[:n]:
+        started = time.perf_counter()
+        run_one(text)
+        times.append(1000 * (time.perf_counter() - started))
+    times.sort()
+    return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", default="default", help="model for both sides (default: the bundled model)"
+    )
+    parser.add_argument(
+        "--texts", type=int, default=2000, help="texts per throughput run (SST-2 dev, repeated)"
+    )
+    parser.add_argument("--latency-texts", type=int, default=200, help="single texts timed for p50/p99")
+    args = parser.parse_args()
+
+    import torch
+    from transformers import pipeline
+    from transformers.utils import logging as hf_logging
+
+    import distilsent
+
+    hf_logging.set_verbosity_error()
+    texts = sst2_texts(args.texts)
+    clf = distilsent.load(args.model, device="cpu")
+    pipe = pipeline("text-classification", model=str(clf.model_dir), device="cpu", dtype=torch.float32)
+
+    rows = []
+    for name, batch in (("transformers pipeline, batch 1", 1), ("transformers pipeline, batch 32", 32)):
+        tps = throughput(lambda t, b=batch: pipe(t, batch_size=b, truncation=True, max_length=128), texts)
+        p50, p99 = latencies_ms(lambda t: pipe(t, truncation=True, max_length=128), texts, args.latency_texts)
+        rows.append((name, tps, p50, p99))
+    tps = throughput(clf.predict, texts)
+    p50, p99 = latencies_ms(clf.predict, texts, args.latency_texts)
+    rows.append((f"distilsent {clf.engine.backend}", tps, p50, p99))
+
+    baseline = rows[1][1]
+    print(f"model: {clf.model_dir}  ({clf.engine.num_parameters():,} parameters)")
+    print(f"texts: {len(texts)} SST-2 dev sentences; threads: {torch.get_num_threads()}; device: cpu")
+    print(f"{'engine':<34}{'texts/s':>10}{'vs pipeline b32':>17}{'p50 ms':>9}{'p99 ms':>9}")
+    for name, tps, p50, p99 in rows:
+        print(f"{name:<34}{tps:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()

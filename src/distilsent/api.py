@@ -1,0 +1,242 @@
+"""The Python API: ``load`` a model, ``predict`` texts, get ``Prediction`` objects.
+
+>>> import distilsent
+>>> clf = distilsent.load("default")
+>>> clf.predict("Hello, my dog is cute")
+Prediction(label='POSITIVE', score=0.998..., scores={'NEGATIVE': 0.001..., 'POSITIVE': 0.998...})
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from ._config import Config
+from .engine import BACKENDS, create_engine, run_batches
+from .models import DEFAULT_MODEL, resolve_model
+from .tokenization import TextTokenizer
+
+__all__ = ["Classifier", "LoadConfig", "Prediction", "load"]
+
+FUNCTIONS = ("softmax", "sigmoid", "none")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified text."""
+
+    label: str
+    """The most likely label."""
+    score: float
+    """The probability (or raw score, with ``function_to_apply="none"``) of ``label``."""
+    scores: dict[str, float] = field(repr=True)
+    """Every label's probability, most likely first (only the ``top_k`` best when that is set)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "score": self.score, "scores": dict(self.scores)}
+
+
+def _available_threads() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS and Windows have no affinity API
+        return os.cpu_count() or 1
+
+
+@dataclass
+class LoadConfig(Config):
+    """How to load a model and run it; every field is also a CLI flag."""
+
+    model: str = DEFAULT_MODEL
+    """'default' (the model bundled with distilsent), a model directory, or a hub id."""
+    backend: str = "auto"
+    """Inference backend: 'auto' or 'torch'."""
+    device: str = "auto"
+    """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
+    batch_size: int = 32
+    """Texts per model call; halved automatically when memory runs out."""
+    max_length: int = 128
+    """Longest input in tokens, [CLS] and [SEP] included; longer texts are truncated."""
+    threads: int | None = None
+    """CPU threads for inference; default: every core this process may use."""
+    allow_pickle: bool = False
+    """Allow loading a pickle checkpoint (pytorch_model.bin). Unpickling can run arbitrary code."""
+    revision: str | None = None
+    """Hub revision (branch, tag or commit) when ``model`` is a hub id."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if not 3 <= self.max_length <= 512:
+            raise ValueError(f"max_length must be between 3 and 512 tokens, got {self.max_length}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
+
+
+def _check_texts(texts: Sequence[object], offset: int = 0) -> list[str]:
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"texts[{offset + i}] is {type(text).__name__}, not str")
+        if not text.strip():
+            raise ValueError(f"texts[{offset + i}] is empty or only whitespace")
+    return list(texts)  # type: ignore[arg-type]
+
+
+class Classifier:
+    """A loaded model ready to classify texts. Create it with :func:`distilsent.load`."""
+
+    def __init__(self, config: LoadConfig) -> None:
+        self.config = config
+        self.model_dir: Path = resolve_model(
+            config.model, allow_pickle=config.allow_pickle, revision=config.revision
+        )
+        self.model_config: dict[str, Any] = json.loads((self.model_dir / "config.json").read_text())
+        id2label = self.model_config.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
+        self.labels: list[str] = [id2label[k] for k in sorted(id2label, key=int)]
+        self.tokenizer = TextTokenizer(self.model_dir, config.max_length)
+        self.engine = create_engine(
+            config.backend,
+            self.model_dir,
+            device=config.device,
+            threads=config.threads or _available_threads(),
+        )
+        self.batch_size = config.batch_size
+        problem = self.model_config.get("problem_type")
+        self._default_function = (
+            "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"distilsent.Classifier(model={str(self.model_dir)!r}, backend={self.engine.backend!r}, "
+            f"device={self.engine.device!r}, labels={self.labels})"
+        )
+
+    def info(self) -> dict[str, Any]:
+        """What was loaded, where it runs, and with what limits."""
+        return {
+            "model": str(self.config.model),
+            "model_dir": str(self.model_dir),
+            "labels": self.labels,
+            "parameters": self.engine.num_parameters(),
+            "backend": self.engine.backend,
+            "device": self.engine.device,
+            "max_length": self.config.max_length,
+            "batch_size": self.batch_size,
+        }
+
+    def logits(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        """Raw logits, shape ``(len(texts), num_labels)``, in input order."""
+        texts = _check_texts(texts)
+        if not texts:
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        ids = self.tokenizer.encode(texts)
+        logits, self.batch_size = run_batches(
+            self.engine, ids, self.tokenizer.pad, self.batch_size, on_progress
+        )
+        return logits
+
+    @overload
+    def predict(
+        self, texts: str, *, top_k: int | None = ..., function_to_apply: str | None = ...
+    ) -> Prediction: ...
+    @overload
+    def predict(
+        self, texts: Sequence[str], *, top_k: int | None = ..., function_to_apply: str | None = ...
+    ) -> list[Prediction]: ...
+
+    def predict(
+        self,
+        texts: str | Sequence[str],
+        *,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Prediction | list[Prediction]:
+        """Classify one text (returns a ``Prediction``) or a list of texts (returns a list, same order).
+
+        ``top_k`` keeps only the k most likely labels in ``scores``; ``function_to_apply`` is
+        ``"softmax"``, ``"sigmoid"`` or ``"none"`` as in the transformers pipeline (default: softmax,
+        or sigmoid for multi-label and single-output models).
+        """
+        if isinstance(texts, str):
+            if not texts.strip():
+                raise ValueError("text is empty or only whitespace")
+            return self.predict([texts], top_k=top_k, function_to_apply=function_to_apply)[0]
+        if not isinstance(texts, Sequence):
+            raise TypeError(
+                f"texts must be a str or a list of str, not {type(texts).__name__}; "
+                "use predict_iter for iterators"
+            )
+        function = self._check_options(top_k, function_to_apply)
+        return self._to_predictions(self.logits(texts, on_progress=on_progress), top_k, function)
+
+    def predict_iter(
+        self,
+        texts: Iterable[str],
+        *,
+        chunk_size: int = 4096,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+    ) -> Iterator[Prediction]:
+        """Stream predictions for an iterable of any length, holding ``chunk_size`` texts at a time."""
+        if isinstance(texts, str):
+            raise TypeError("predict_iter takes an iterable of texts, not a single str; use predict")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        function = self._check_options(top_k, function_to_apply)
+        iterator = iter(texts)
+        offset = 0
+        while chunk := list(itertools.islice(iterator, chunk_size)):
+            _check_texts(chunk, offset)
+            yield from self._to_predictions(self.logits(chunk), top_k, function)
+            offset += len(chunk)
+
+    def _check_options(self, top_k: int | None, function_to_apply: str | None) -> str:
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+        function = function_to_apply or self._default_function
+        if function not in FUNCTIONS:
+            raise ValueError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, not {function!r}")
+        return function
+
+    def _to_predictions(self, logits: np.ndarray, top_k: int | None, function: str) -> list[Prediction]:
+        probs = _apply(function, logits)
+        k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
+        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+        labels = self.labels
+        return [
+            Prediction(
+                label=labels[row_order[0]],
+                score=float(row[row_order[0]]),
+                scores={labels[j]: float(row[j]) for j in row_order},
+            )
+            for row, row_order in zip(probs, order)
+        ]
+
+
+def _apply(function: str, logits: np.ndarray) -> np.ndarray:
+    if function == "softmax":
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return shifted / shifted.sum(axis=1, keepdims=True)
+    if function == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-logits))
+    return logits
+
+
+def load(model: str | os.PathLike[str] = DEFAULT_MODEL, **options: Any) -> Classifier:
+    """Load a classifier: ``model`` is ``"default"``, a local directory or a hub id.
+
+    ``options`` are the fields of :class:`LoadConfig`: ``backend``, ``device``, ``batch_size``,
+    ``max_length``, ``threads``, ``allow_pickle``, ``revision``.
+    """
+    return Classifier(LoadConfig.from_dict({"model": os.fspath(model), **options}))

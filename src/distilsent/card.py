@@ -1,0 +1,90 @@
+"""The model card (``README.md``) written into every model directory distilsent trains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
+
+__all__ = ["write_model_card"]
+
+_BIAS_WARNING = """\
+Like `distilbert-base-uncased-finetuned-sst-2-english`, this model can give different scores to
+sentences that differ only in an identity term: "This film was filmed in <country>." gets noticeably
+different P(positive) depending on the country. Audit it on your own domain before deployment
+(`distilsent audit --model <this directory>`), and do not use it to make decisions about people."""
+
+
+def write_model_card(
+    output: Path,
+    *,
+    config: TrainConfig,
+    base_model: str,
+    data: dict[str, dict[str, Any]],
+    metrics: dict[str, Any],
+    id2label: dict[int, str],
+) -> Path:
+    rows = "\n".join(
+        f"| {name} | `{d['path']}` | {d['rows']:,} | `{d['sha256'][:16]}…` |" for name, d in data.items()
+    )
+    history = (
+        "\n".join(
+            f"| {h['epoch']:.2f} | {h['step']} | {100 * h['accuracy']:.2f} % | {h['f1']:.4f} |"
+            for h in metrics["history"]
+        )
+        or "| – | – | – | – |"
+    )
+    best = metrics["best"]
+    best_line = (
+        f"Kept checkpoint: step {best['step']} (epoch {best['epoch']:.2f}), "
+        f"dev accuracy **{100 * best['accuracy']:.2f} %**, macro-F1 {best['f1']:.4f}."
+        if best
+        else "No dev file was given, so the last checkpoint was kept."
+    )
+    labels = ", ".join(f"{i} = {name}" for i, name in sorted(id2label.items()))
+    text = f"""---
+library_name: transformers
+pipeline_tag: text-classification
+language: en
+---
+# DistilBERT sentiment classifier trained by distilsent
+
+Labels: {labels}. Base model: {base_model}.
+
+## Intended use
+Binary sentiment of English text in the style of movie reviews (SST-2), through
+`distilsent.load("{output}")`, `distilsent classify`, or plain transformers
+(`DistilBertForSequenceClassification.from_pretrained`). Inputs longer than {config.max_length} tokens
+are truncated unless long-document mode is used.
+
+## Known biases and limits
+{_BIAS_WARNING}
+
+## Training data
+| split | file | rows | sha256 |
+|---|---|---|---|
+{rows}
+
+## Results
+| epoch | step | dev accuracy | dev macro-F1 |
+|---|---|---|---|
+{history}
+
+{best_line} Training took {metrics["train_seconds"]:.0f} s.
+
+## Reproduce
+```
+{config.command()}
+```
+
+## Full configuration
+```json
+{json.dumps(config.to_dict(), indent=2)}
+```
+"""
+    path = output / "README.md"
+    path.write_text(text)
+    return path

@@ -1,0 +1,344 @@
+"""The ``distilsent`` command: a table from subcommand to function, flags generated from the configs.
+
+Every expected failure (bad input, missing model, bad flag) ends with one line on stderr and exit code
+2; only a bug prints a traceback, and only with ``DISTILSENT_DEBUG=1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Callable, Iterator
+from typing import Any, Union
+
+from ._config import field_docs
+from ._exceptions import DataError, DistilsentError
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+_CHUNK = 2048  # lines read from stdin per model call: bounded memory, steady output
+_PROGRESS_MIN = 1000
+
+# Short forms users expect from other training tools.
+_ALIASES = {"learning_rate": ["--lr"], "model": ["-m"]}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _base_type(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0]
+    return annotation
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple[str, ...] = ()) -> None:
+    """One flag per field of dataclass ``cls``, with the field's docstring as help."""
+    docs, hints = field_docs(cls), typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, [])]
+        kind = _base_type(hints[f.name])
+        required = f.default is dataclasses.MISSING
+        help_text = docs.get(f.name, "")
+        if kind is bool:
+            parser.add_argument(
+                *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text
+            )
+            continue
+        if not required and f.default is not None:
+            help_text += f" (default: {f.default})"
+        parser.add_argument(
+            *flags,
+            dest=f.name,
+            type=kind,
+            required=required,
+            default=None if required else f.default,
+            metavar=f.name.upper(),
+            help=help_text,
+        )
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
+
+
+# classify ---------------------------------------------------------------------------------------------
+
+
+def _stdin_records(
+    fmt: str, skip_invalid: bool, skipped: list[int], failed: list[DataError]
+) -> Iterator[tuple[Any, str]]:
+    """(id, text) for each usable stdin line.
+
+    A bad line is reported and skipped with ``skip_invalid``; otherwise it ends the stream and is
+    left in ``failed``, so that the lines before it are still classified and printed.
+    """
+    for number, raw in enumerate(sys.stdin.buffer, 1):
+        try:
+            record = _parse_line(raw, fmt)
+        except DataError as e:
+            if not skip_invalid:
+                failed.append(DataError(f"stdin line {number}: {e} (pass --skip-invalid to skip such lines)"))
+                return
+            print(f"distilsent: skipped stdin line {number}: {e}", file=sys.stderr)
+            skipped.append(number)
+            continue
+        if record is not None:
+            yield record
+
+
+def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
+    try:
+        line = raw.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    if fmt == "text":
+        if not line.strip():
+            raise DataError("empty text")
+        return None, line
+    if not line.strip():
+        return None  # blank lines separate nothing in JSONL
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f'expected a JSON object with a "text" field, got {type(obj).__name__}')
+    text = obj.get("text")
+    if not isinstance(text, str):
+        raise DataError('"text" is missing or not a string')
+    if not text.strip():
+        raise DataError('"text" is empty')
+    return obj.get("id"), text
+
+
+def _progress(enabled: bool) -> Any:
+    from contextlib import nullcontext
+
+    if not enabled:
+        return nullcontext(None)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=Console(stderr=True),
+        transient=True,
+    )
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from .api import Classifier, LoadConfig
+
+    for i, text in enumerate(args.texts, 1):
+        if not text.strip():
+            raise DataError(f"TEXT argument {i} is empty")
+    if not args.texts and sys.stdin.isatty():
+        raise DataError("no input: give TEXT arguments or pipe one text per line on stdin")
+    clf = Classifier(config_from_args(LoadConfig, args))
+    skipped: list[int] = []
+    failed: list[DataError] = []
+    records: Iterator[tuple[Any, str]] = (
+        ((None, t) for t in args.texts)
+        if args.texts
+        else _stdin_records(args.input_format, args.skip_invalid, skipped, failed)
+    )
+    show = (
+        sys.stdout.isatty() and sys.stderr.isatty() and (not args.texts or len(args.texts) >= _PROGRESS_MIN)
+    )
+    seen = 0
+    with _progress(show) as bar:
+        task = bar.add_task("classify", total=len(args.texts) or None) if bar else None
+        while chunk := list(itertools.islice(records, _CHUNK)):
+            preds = clf.predict(
+                [text for _, text in chunk], top_k=args.top_k, function_to_apply=args.function_to_apply
+            )
+            lines = []
+            for (rid, text), pred in zip(chunk, preds):
+                if args.json:
+                    obj = pred.to_dict() if rid is None else {"id": rid, **pred.to_dict()}
+                    lines.append(json.dumps(obj, ensure_ascii=False))
+                else:
+                    flat = " ".join(text.split())
+                    lines.append(f"{pred.label}\t{pred.score:.3f}\t{flat}")
+            sys.stdout.write("\n".join(lines) + "\n")
+            sys.stdout.flush()
+            seen += len(chunk)
+            if bar:
+                bar.advance(task, len(chunk))
+    if failed:
+        raise failed[0]
+    if skipped:
+        shown = ", ".join(map(str, skipped[:20])) + (" …" if len(skipped) > 20 else "")
+        print(
+            f"distilsent: classified {seen} texts, skipped {len(skipped)} invalid lines: {shown}",
+            file=sys.stderr,
+        )
+    elif seen == 0:
+        raise DataError("no input: stdin was empty")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .api import Classifier, LoadConfig
+
+    info = Classifier(config_from_args(LoadConfig, args)).info()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        width = max(map(len, info))
+        for key, value in info.items():
+            shown = (
+                ", ".join(value)
+                if isinstance(value, list)
+                else f"{value:,}"
+                if isinstance(value, int)
+                else value
+            )
+            print(f"{key:<{width}}  {shown}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import TrainConfig, train
+
+    result = train(config_from_args(TrainConfig, args), resume=args.resume, overwrite=args.overwrite)
+    best = result.best_metrics
+    summary = f"model written to {result.output} in {result.seconds:.0f} s"
+    if best:
+        summary += f"; best dev accuracy {100 * best['accuracy']:.2f} % at step {best['step']}"
+    print(summary)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_bert_to_distilbert
+    from .models import MINILM, minilm_dir, resolve_model
+
+    src = minilm_dir() if args.src == MINILM else resolve_model(args.src)
+    labels = dict(enumerate(args.labels.split(","))) if args.labels else None
+    out = convert_bert_to_distilbert(src, args.dst, id2label=labels, use_pooler=not args.no_pooler)
+    print(f"converted {src} -> {out}")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from .api import LoadConfig
+    from .train import TrainConfig
+
+    parser = _Parser(
+        prog="distilsent", description="DistilBERT text classification, from training to serving."
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"distilsent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("classify", help="classify texts given as arguments or on stdin")
+    p.add_argument(
+        "texts", nargs="*", metavar="TEXT", help="texts to classify; none = read stdin, one per line"
+    )
+    add_config_arguments(p, LoadConfig)
+    p.add_argument(
+        "--input-format",
+        choices=("text", "jsonl"),
+        default="text",
+        help='stdin format: one text per line, or JSON objects with a "text" (and optional "id") field',
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per input instead of TSV")
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="skip (and report on stderr) stdin lines that cannot be classified instead of stopping",
+    )
+    p.add_argument("--top-k", type=int, default=None, help="keep only the K most likely labels in scores")
+    p.add_argument(
+        "--function-to-apply",
+        choices=("softmax", "sigmoid", "none"),
+        default=None,
+        help="how logits become scores (default: softmax)",
+    )
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("info", help="show the resolved model, labels, size, backend and device")
+    add_config_arguments(p, LoadConfig)
+    p.add_argument("--json", action="store_true", help="print the information as one JSON object")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("train", help="fine-tune a classifier (defaults: the published SST-2 recipe)")
+    add_config_arguments(p, TrainConfig)
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output directory")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert", help="convert a BERT checkpoint to DistilBERT layout, exactly")
+    p.add_argument("src", metavar="SRC", help="BERT model directory, hub id, or 'minilm'")
+    p.add_argument("dst", metavar="DST", help="output directory")
+    p.add_argument("--labels", help="comma-separated label names in id order (default: NEGATIVE,POSITIVE)")
+    p.add_argument(
+        "--no-pooler", action="store_true", help="do not initialise pre_classifier from the pooler"
+    )
+    p.set_defaults(func=cmd_convert)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    # Load reports and weight-loading bars from transformers are noise on a command line.
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    debug = os.environ.get("DISTILSENT_DEBUG") == "1"
+    run: Callable[[argparse.Namespace], int] = args.func
+    try:
+        if args.command != "train":
+            _quiet_libraries()
+        return run(args)
+    except (DistilsentError, ValueError, TypeError) as e:
+        if debug:
+            raise
+        print(f"distilsent {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("distilsent: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader (e.g. `head`) went away; stop quietly like other Unix tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as e:  # a bug: say so in one line, traceback on request
+        if debug:
+            raise
+        print(
+            f"distilsent {args.command}: internal error: {type(e).__name__}: {e} "
+            "(set DISTILSENT_DEBUG=1 for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""PyTorch backend: ``DistilBertForSequenceClassification`` in inference mode."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .._exceptions import ModelFormatError
+
+__all__ = ["TorchEngine", "resolve_device"]
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for, but this torch sees no CUDA GPU")
+    return resolved
+
+
+class TorchEngine:
+    """Runs the model with torch; fp32 on CPU, bf16 (or fp16) on GPUs."""
+
+    backend = "torch"
+
+    def __init__(self, model_dir: Path, *, device: str = "auto", threads: int | None = None) -> None:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+
+        self._device = resolve_device(device)
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if self._device.type == "cuda":
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            # Checkpoints are often stored in fp16; CPUs compute fp16 slowly and less exactly.
+            dtype = torch.float32
+        config = AutoConfig.from_pretrained(model_dir)
+        if not config.architectures or not any("SequenceClassification" in a for a in config.architectures):
+            raise ModelFormatError(
+                f"{model_dir} holds a {config.architectures or config.model_type} model, "
+                "not a sequence classifier"
+            )
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir, dtype=dtype, use_safetensors=(model_dir / "model.safetensors").is_file() or None
+        )
+        self.model.to(self._device).eval()
+        self.device = str(self._device)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        non_blocking = self._device.type == "cuda"
+        ids = torch.from_numpy(input_ids).to(self._device, non_blocking=non_blocking)
+        mask = torch.from_numpy(attention_mask).to(self._device, non_blocking=non_blocking)
+        try:
+            with torch.inference_mode():
+                logits = self.model(input_ids=ids, attention_mask=mask).logits
+        except torch.OutOfMemoryError as e:
+            torch.cuda.empty_cache()
+            raise MemoryError(str(e)) from e
+        except RuntimeError as e:
+            # CPU allocators report exhaustion as a plain RuntimeError.
+            if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
+                raise MemoryError(str(e)) from e
+            raise
+        return logits.float().cpu().numpy()

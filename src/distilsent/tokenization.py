@@ -1,0 +1,88 @@
+"""Fast WordPiece tokenization into padded numpy batches.
+
+We use the Rust ``tokenizers`` library directly (what transformers' fast tokenizers wrap), which keeps
+per-text Python work to a minimum. Truncation keeps ``[CLS] … [SEP]``: the post-processor adds the
+special tokens after the text is cut to ``max_length - 2`` word pieces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Encoding, Tokenizer
+
+from ._exceptions import ModelFormatError
+
+__all__ = ["TextTokenizer"]
+
+# Tokenizing a 10 MB text only to keep its first 128 tokens wastes seconds and memory, so long texts
+# are first cut to a prefix of this many characters per token (English averages ~4-5), at a
+# space; a prefix that turns out too short is doubled until it fills max_length or is the whole text.
+_CHARS_PER_TOKEN = 8
+
+
+def _load_backend(model_dir: Path) -> Tokenizer:
+    if (model_dir / "tokenizer.json").is_file():
+        return Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    if (model_dir / "vocab.txt").is_file():
+        # Older model directories carry only the vocabulary; transformers builds the same pipeline.
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(model_dir).backend_tokenizer
+    raise ModelFormatError(f"{model_dir} has no tokenizer.json or vocab.txt")
+
+
+def _prefix(text: str, chars: int) -> str:
+    if len(text) <= chars:
+        return text
+    cut = text.rfind(" ", chars // 2, chars)
+    return text[: cut if cut > 0 else chars]
+
+
+class TextTokenizer:
+    """Texts → ``(input_ids, attention_mask)`` int64 arrays, truncated to ``max_length`` tokens."""
+
+    def __init__(self, model_dir: str | Path, max_length: int = 128) -> None:
+        self._tok = _load_backend(Path(model_dir))
+        self._tok.no_padding()
+        self._tok.enable_truncation(max_length)
+        self.max_length = max_length
+        self.pad_id = self._tok.token_to_id("[PAD]") or 0
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each text, ``[CLS]`` and ``[SEP]`` included, at most ``max_length`` long."""
+        return [e.ids for e in self._encodings(texts)]
+
+    def _encodings(self, texts: Sequence[str]) -> list[Encoding]:
+        limit = self.max_length * _CHARS_PER_TOKEN
+        clipped = [_prefix(t, limit) for t in texts]
+        encodings = self._tok.encode_batch(clipped)
+        while True:
+            short = [
+                i
+                for i, (text, cut) in enumerate(zip(texts, clipped))
+                if len(cut) < len(text) and len(encodings[i].ids) < self.max_length
+            ]
+            if not short:
+                return encodings
+            limit *= 4
+            for i in short:
+                clipped[i] = _prefix(texts[i], limit)
+            for i, enc in zip(short, self._tok.encode_batch([clipped[i] for i in short])):
+                encodings[i] = enc
+
+    def pad(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-pad ``batch`` to its longest member."""
+        width = max(len(ids) for ids in batch)
+        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = ids
+            mask[row, : len(ids)] = 1
+        return input_ids, mask
+
+    def tokens(self, text: str) -> list[str]:
+        """The word pieces of ``text`` after truncation (for display and explanations)."""
+        return self._encodings([text])[0].tokens

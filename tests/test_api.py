@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distilsent
+from distilsent import LoadConfig, Prediction
+
+
+def test_predict_one_text_returns_one_prediction(tiny_classifier) -> None:
+    pred = tiny_classifier.predict("a good film")
+    assert isinstance(pred, Prediction)
+    assert pred.label in {"NEGATIVE", "POSITIVE"}
+    assert pred.score == pred.scores[pred.label] == max(pred.scores.values())
+    assert sum(pred.scores.values()) == pytest.approx(1.0, abs=1e-6)
+    assert next(iter(pred.scores)) == pred.label
+
+
+def test_predict_list_keeps_input_order(tiny_classifier) -> None:
+    texts = ["good", "a terrible boring movie with bad actors", "fun", "the plot of the story was awful"]
+    batch = tiny_classifier.predict(texts)
+    assert isinstance(batch, list) and len(batch) == 4
+    for text, pred in zip(texts, batch, strict=True):
+        assert pred.scores == pytest.approx(tiny_classifier.predict(text).scores, abs=1e-5)
+
+
+def test_predict_empty_list(tiny_classifier) -> None:
+    assert tiny_classifier.predict([]) == []
+
+
+def test_predict_iter_streams_a_generator(tiny_classifier) -> None:
+    texts = [f"good film {i}" if i % 2 else f"bad plot {i}" for i in range(25)]
+    streamed = list(tiny_classifier.predict_iter((t for t in texts), chunk_size=7))
+    expected = tiny_classifier.predict(texts)
+    assert len(streamed) == len(expected)
+    for got, want in zip(streamed, expected, strict=True):
+        assert got.scores == pytest.approx(want.scores, abs=1e-6)
+
+
+def test_top_k_and_functions(tiny_classifier) -> None:
+    logits = tiny_classifier.logits(["good film"])[0]
+    top1 = tiny_classifier.predict("good film", top_k=1)
+    assert len(top1.scores) == 1
+    raw = tiny_classifier.predict("good film", function_to_apply="none")
+    assert sorted(raw.scores.values()) == pytest.approx(sorted(logits.tolist()), abs=1e-6)
+    sig = tiny_classifier.predict("good film", function_to_apply="sigmoid")
+    assert sig.score == pytest.approx(1 / (1 + np.exp(-logits.max())), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("texts", "error", "match"),
+    [
+        ("", ValueError, "empty"),
+        ("   \n", ValueError, "empty"),
+        (["ok", ""], ValueError, r"texts\[1\]"),
+        (["ok", "fine", " "], ValueError, r"texts\[2\]"),
+        (["ok", None], TypeError, r"texts\[1\] is NoneType"),
+        ([3.5], TypeError, r"texts\[0\] is float"),
+        ([["nested"]], TypeError, r"texts\[0\] is list"),
+        (None, TypeError, "str or a list"),
+        (42, TypeError, "str or a list"),
+    ],
+)
+def test_bad_inputs_name_the_problem(tiny_classifier, texts, error, match) -> None:
+    with pytest.raises(error, match=match):
+        tiny_classifier.predict(texts)
+
+
+def test_predict_iter_names_the_global_index(tiny_classifier) -> None:
+    with pytest.raises(ValueError, match=r"texts\[9\]"):
+        list(tiny_classifier.predict_iter(["good"] * 9 + [""], chunk_size=4))
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [({"top_k": 0}, "top_k"), ({"function_to_apply": "relu"}, "function_to_apply")],
+)
+def test_bad_options(tiny_classifier, options, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        tiny_classifier.predict("good", **options)
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"backend": "tensorrt"}, "unknown backend"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_length": 1000}, "max_length"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_load_config_validation(fields, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        LoadConfig(**fields)
+
+
+def test_load_rejects_unknown_options(tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown LoadConfig fields"):
+        distilsent.load(tiny_model_dir, batchsize=4)
+
+
+def test_generic_labels_stay_as_they_are(tmp_path: Path) -> None:
+    from conftest import build_tiny_model
+
+    clf = distilsent.load(
+        build_tiny_model(tmp_path / "m", labels=("LABEL_0", "LABEL_1", "LABEL_2")), device="cpu"
+    )
+    assert clf.labels == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    assert set(clf.predict("good").scores) == {"LABEL_0", "LABEL_1", "LABEL_2"}
+
+
+def test_ten_megabyte_text_is_truncated(tiny_classifier) -> None:
+    pred = tiny_classifier.predict("good film " * 1_000_000)
+    assert pred.scores == pytest.approx(tiny_classifier.predict("good film " * 63).scores, abs=1e-5)
+
+
+def test_repr_and_info(tiny_classifier, tiny_model_dir: Path) -> None:
+    assert repr(tiny_classifier).startswith("distilsent.Classifier(")
+    info = tiny_classifier.info()
+    assert info["labels"] == ["NEGATIVE", "POSITIVE"]
+    assert info["backend"] == "torch" and info["device"] == "cpu"
+    assert info["parameters"] > 0
+    assert info["model_dir"] == str(tiny_model_dir.resolve())
+
+
+def test_public_api_is_declared_once() -> None:
+    for name in distilsent.__all__:
+        assert hasattr(distilsent, name)
+    assert len(set(distilsent.__all__)) == len(distilsent.__all__)
+    assert {"load", "Classifier", "Prediction", "LoadConfig", "train", "TrainConfig"} <= set(
+        distilsent.__all__
+    )

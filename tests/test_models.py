@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import distilsent
+from distilsent import models
+from distilsent.models import resolve_model
+
+
+def test_local_directory_resolves(tiny_model_dir: Path) -> None:
+    assert resolve_model(tiny_model_dir) == tiny_model_dir.resolve()
+    assert resolve_model(str(tiny_model_dir)) == tiny_model_dir.resolve()
+
+
+def test_missing_directory_is_named(tmp_path: Path) -> None:
+    with pytest.raises(distilsent.ModelNotFoundError, match="does not exist"):
+        resolve_model(tmp_path / "nope")
+    with pytest.raises(distilsent.ModelNotFoundError, match="does not exist"):
+        resolve_model("./nope/model")
+
+
+def test_empty_name_is_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        resolve_model("  ")
+
+
+def test_directory_without_config(tiny_model: Path) -> None:
+    (tiny_model / "config.json").unlink()
+    with pytest.raises(distilsent.ModelFormatError, match=r"config\.json is missing"):
+        resolve_model(tiny_model)
+
+
+def test_directory_with_broken_config(tiny_model: Path) -> None:
+    (tiny_model / "config.json").write_text("{not json")
+    with pytest.raises(distilsent.ModelFormatError, match="not valid JSON"):
+        resolve_model(tiny_model)
+
+
+def test_directory_without_weights(tiny_model: Path) -> None:
+    (tiny_model / "model.safetensors").unlink()
+    with pytest.raises(distilsent.ModelFormatError, match="no weights"):
+        resolve_model(tiny_model)
+
+
+def test_directory_without_tokenizer(tiny_model: Path) -> None:
+    (tiny_model / "tokenizer.json").unlink()
+    (tiny_model / "vocab.txt").unlink()
+    with pytest.raises(distilsent.ModelFormatError, match="no tokenizer"):
+        resolve_model(tiny_model)
+
+
+def _pickle_only(model_dir: Path) -> Path:
+    weights = model_dir / "model.safetensors"
+    torch.save(load_file(weights), model_dir / "pytorch_model.bin")
+    weights.unlink()
+    return model_dir
+
+
+def test_pickle_checkpoint_refused_unless_allowed(tiny_model: Path, tiny_classifier) -> None:
+    _pickle_only(tiny_model)
+    with pytest.raises(distilsent.UnsafeCheckpointError, match="allow_pickle=True"):
+        distilsent.load(tiny_model)
+    clf = distilsent.load(tiny_model, allow_pickle=True, device="cpu")
+    text = "a good film"
+    assert clf.predict(text).scores == pytest.approx(tiny_classifier.predict(text).scores, abs=1e-6)
+
+
+def test_default_model_resolves_or_says_how_to_choose(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(models, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(distilsent.ModelNotFoundError, match="--model"):
+        resolve_model("default")
+
+
+def _fake_hub_cache(cache: Path, repo_id: str, model_dir: Path) -> Path:
+    """The directory layout huggingface_hub writes: blobs are irrelevant, snapshots + refs are read."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def offline_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def test_hub_id_resolves_from_cache_offline(offline_cache: Path, tiny_model_dir: Path) -> None:
+    snapshot = _fake_hub_cache(offline_cache, "someorg/tiny-sst2", tiny_model_dir)
+    assert resolve_model("someorg/tiny-sst2") == snapshot.resolve()
+    clf = distilsent.load("someorg/tiny-sst2", device="cpu")
+    assert clf.predict("good film").label in {"NEGATIVE", "POSITIVE"}
+
+
+def test_uncached_hub_id_offline_gives_actionable_error(offline_cache: Path) -> None:
+    with pytest.raises(distilsent.ModelNotFoundError) as info:
+        resolve_model("distilbert-base-uncased-finetuned-sst-2-english")
+    message = str(info.value)
+    assert "distilbert-base-uncased-finetuned-sst-2-english" in message
+    assert "not in the Hugging Face cache" in message
+    assert "--model" in message
+
+
+def test_invalid_hub_id(offline_cache: Path) -> None:
+    with pytest.raises(distilsent.ModelNotFoundError):
+        resolve_model("bad id with spaces")

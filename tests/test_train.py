@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from distilsent import DataError, TrainConfig, train
+from test_compat import assert_snippet_agrees
+
+
+def _config(tiny_tsv: Path, tiny_model_dir: Path, output: Path, **overrides) -> TrainConfig:
+    fields = {
+        "train": str(tiny_tsv),
+        "dev": str(tiny_tsv),
+        "output": str(output),
+        "init": str(tiny_model_dir),
+        "learning_rate": 2e-3,
+        "batch_size": 8,
+        "warmup_steps": 0,
+        "epochs": 4,
+        "logging_steps": 4,
+        **overrides,
+    }
+    return TrainConfig(**fields)
+
+
+def test_tiny_training_learns_and_writes_a_complete_model(
+    tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    config = _config(tiny_tsv, tiny_model_dir, tmp_path / "out")
+    result = train(config)
+    assert len(result.history) == 4
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    assert result.best_metrics["accuracy"] == max(h["accuracy"] for h in result.history)
+    out = result.output
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "train_config.json"):
+        assert (out / name).is_file(), name
+    assert TrainConfig.from_dict(json.loads((out / "train_config.json").read_text())) == config
+    card = (out / "README.md").read_text()
+    for section in ("## Training data", "## Results", "## Reproduce", "## Known biases", "sha256", "64"):
+        assert section in card
+    assert config.command() in card
+    assert_snippet_agrees(out)
+
+
+def test_command_reproduces_the_config(tmp_path: Path) -> None:
+    config = TrainConfig(
+        train="t.tsv", output="out", learning_rate=3e-5, group_by_length=False, eval_steps=500
+    )
+    from distilsent.cli import _build_parser, config_from_args
+
+    args = _build_parser().parse_args(config.command().split()[1:])
+    assert config_from_args(TrainConfig, args) == config
+
+
+def test_float16_save_halves_the_weights(tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    result = train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=1, save_dtype="float16"))
+    weights = load_file(result.output / "model.safetensors")
+    assert {t.dtype for t in weights.values()} == {torch.float16}
+
+
+def test_bad_data_fails_before_training(tiny_model_dir: Path, tmp_path: Path, tiny_tsv: Path) -> None:
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("sentence\tlabel\ngood\t1\nodd\t7\n")
+    with pytest.raises(DataError, match=r"labels \['7'\]"):
+        train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", dev=str(dev)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(DataError, match=r"--resume .* or --overwrite"):
+        train(_config(tiny_tsv, tiny_model_dir, out))
+
+
+@pytest.mark.parametrize(
+    ("fields", "match"),
+    [
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"max_length": 4}, "max_length"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"precision": "fp8"}, "precision"),
+        ({"early_stopping_patience": 2, "dev": None}, "dev file"),
+    ],
+)
+def test_config_validation(fields, match, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**{"train": "t.tsv", "output": str(tmp_path), **fields})
+
+
+@pytest.mark.slow
+def test_kill_then_resume_reaches_the_same_model(
+    tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    overrides = {"epochs": 12, "eval_steps": 4}
+    reference = train(_config(tiny_tsv, tiny_model_dir, tmp_path / "reference", **overrides)).output
+
+    config = _config(tiny_tsv, tiny_model_dir, tmp_path / "killed", **overrides)
+    argv = [sys.executable, "-m", "distilsent.cli", *config.command().split()[1:]]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    checkpoints = Path(config.output) / "checkpoints"
+    deadline = time.monotonic() + 120
+    try:
+        while not (checkpoints / "checkpoint-40" / "trainer_state.json").is_file():
+            assert proc.poll() is None, "training ended before it could be killed"
+            assert time.monotonic() < deadline, "no checkpoint appeared"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (Path(config.output) / "model.safetensors").exists()
+
+    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed, expected = (
+        load_file(Path(config.output) / "model.safetensors"),
+        load_file(reference / "model.safetensors"),
+    )
+    for name, tensor in expected.items():
+        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_resume_refuses_changed_settings(tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=1))
+    with pytest.raises(ValueError, match="different settings"):
+        train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=2), resume=True)
