@@ -30,7 +30,7 @@ def main() -> None:
     import onnxruntime as ort
 
     from distilsent.data import read_labelled
-    from distilsent.export import export_onnx, fp32_nodes, quantize_int8
+    from distilsent.export import export_onnx, fp32_nodes, int8_fp32_nodes, quantize_int8
     from distilsent.models import resolve_model
     from distilsent.tokenization import TextTokenizer
 
@@ -73,10 +73,11 @@ def main() -> None:
             "per-channel, fp32 emb + last layer": (True, fp32_nodes(fp32, embeddings=True, layers=(last,))),
             "per-channel, fp32 emb + first layer": (True, fp32_nodes(fp32, embeddings=True, layers=(0,))),
             "per-channel, fp32 emb + first/last": (True, fp32_nodes(fp32, embeddings=True, layers=(0, last))),
+            "per-channel, fp32 emb + first + attention": (True, int8_fp32_nodes(fp32)),
         }
         reference = None
         print(f"model: {model_dir}; dev {len(y)} sentences; second set {len(second)} train phrases")
-        print(f"{'variant':<38}{'dev acc':>9}{'drop pt':>9}{'agree dev':>11}{'agree 2nd':>11}{'texts/s':>9}")
+        print(f"{'variant':<44}{'dev acc':>9}{'drop pt':>9}{'agree dev':>11}{'agree 2nd':>11}{'texts/s':>9}")
         for name, spec in variants.items():
             path = fp32
             if spec is not None:
@@ -97,7 +98,7 @@ def main() -> None:
             agree_dev = 100 * (dev_logits.argmax(1) == reference[0]).mean()
             agree_2nd = 100 * (second_logits.argmax(1) == reference[1]).mean()
             print(
-                f"{name:<38}{acc:>8.2f}%{base - acc:>9.2f}{agree_dev:>10.2f}%{agree_2nd:>10.2f}%{tps:>9.1f}"
+                f"{name:<44}{acc:>8.2f}%{base - acc:>9.2f}{agree_dev:>10.2f}%{agree_2nd:>10.2f}%{tps:>9.1f}"
             )
 
 

@@ -238,8 +238,25 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import ExportConfig, export
+
+    result = export(config_from_args(ExportConfig, args))
+    print(f"wrote {result.output / 'model.onnx'}")
+    if result.int8_path is not None:
+        print(f"wrote {result.int8_path}")
+    if result.fp32_accuracy is not None:
+        print(
+            f"dev accuracy: fp32 {100 * result.fp32_accuracy:.2f} %, "
+            f"int8 {100 * result.int8_accuracy:.2f} %, "
+            f"label agreement {100 * result.agreement:.2f} %"
+        )
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .api import LoadConfig
+    from .export import ExportConfig
     from .train import TrainConfig
 
     parser = _Parser(
@@ -297,6 +314,11 @@ def _build_parser() -> argparse.ArgumentParser:
         "--no-pooler", action="store_true", help="do not initialise pre_classifier from the pooler"
     )
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("export", help="export a model to ONNX (optionally int8) for the onnx backends")
+    p.add_argument("model", metavar="MODEL", help="'default', a model directory, or a hub id")
+    add_config_arguments(p, ExportConfig, skip=("model",))
+    p.set_defaults(func=cmd_export)
     return parser
 
 

@@ -12,7 +12,15 @@ from pathlib import Path
 
 from ._exceptions import ModelFormatError, ModelNotFoundError, UnsafeCheckpointError
 
-__all__ = ["DEFAULT_MODEL", "DEFAULT_MODEL_DIR", "MINILM", "check_model_dir", "minilm_dir", "resolve_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "DEFAULT_MODEL_DIR",
+    "MINILM",
+    "check_model_dir",
+    "has_torch_weights",
+    "minilm_dir",
+    "resolve_model",
+]
 
 DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
@@ -45,17 +53,22 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
         raise ModelFormatError(f"{path}/config.json is not valid JSON: {e}") from None
     has_safe = any((path / name).is_file() for name in _SAFE_WEIGHTS)
     has_pickle = any((path / name).is_file() for name in _PICKLE_WEIGHTS)
-    if not has_safe:
+    has_onnx = (path / "model.onnx").is_file()  # an export for the onnx backends
+    if not has_safe and not has_onnx:
         if has_pickle and not allow_pickle:
             raise UnsafeCheckpointError(
                 f"{path} has only a pickle checkpoint (pytorch_model.bin); loading it can run arbitrary "
                 "code. If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
             )
         if not has_pickle:
-            raise ModelFormatError(f"{path} has no weights: expected model.safetensors")
+            raise ModelFormatError(f"{path} has no weights: expected model.safetensors (or model.onnx)")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise ModelFormatError(f"{path} has no tokenizer: expected tokenizer.json or vocab.txt")
     return path.resolve()
+
+
+def has_torch_weights(path: Path) -> bool:
+    return any((path / name).is_file() for name in _SAFE_WEIGHTS + _PICKLE_WEIGHTS)
 
 
 def minilm_dir() -> Path:

@@ -21,8 +21,12 @@ def create_engine(
     backend: str, model_dir: Path, *, device: str = "auto", threads: int | None = None
 ) -> Engine:
     """Instantiate ``backend`` for the model in ``model_dir``; backends are imported only when asked for."""
+    from ..models import has_torch_weights
+
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "torch" if has_torch_weights(model_dir) else "onnx"
     if backend.startswith("onnx"):
         from .onnx_engine import OnnxEngine
 

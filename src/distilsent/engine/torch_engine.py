@@ -39,6 +39,11 @@ class TorchEngine:
     def __init__(self, model_dir: Path, *, device: str = "auto", threads: int | None = None) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
+        from ..models import has_torch_weights
+
+        if not has_torch_weights(model_dir):
+            raise ModelFormatError(f"{model_dir} holds only an ONNX export; load it with backend='onnx'")
+
         self._device = resolve_device(device)
         if threads is not None:
             torch.set_num_threads(threads)

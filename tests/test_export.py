@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import distilsent
+from distilsent import export as export_module
+from distilsent.cli import main
+from distilsent.export import ExportConfig, check_int8_drop
+
+pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+
+TEXTS = [
+    "good film",
+    "a terrible, boring movie with bad actors",
+    "fun",
+    "the plot of the story was awful " * 5,
+]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DISTILSENT_CACHE", str(cache))
+    return cache
+
+
+def test_onnx_logits_match_torch(tiny_model_dir: Path, tiny_classifier) -> None:
+    clf = distilsent.load(tiny_model_dir, backend="onnx", device="cpu")
+    assert clf.engine.backend == "onnx"
+    np.testing.assert_allclose(clf.logits(TEXTS), tiny_classifier.logits(TEXTS), atol=1e-4)
+    assert clf.engine.num_parameters() > 0
+
+
+def test_int8_backend_runs(tiny_model_dir: Path, tiny_classifier) -> None:
+    clf = distilsent.load(tiny_model_dir, backend="onnx-int8", device="cpu")
+    assert clf.engine.path.name == "model_quantized.onnx"
+    assert np.isfinite(clf.logits(TEXTS)).all()
+
+
+def test_export_is_cached_by_weights(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, private_cache: Path
+) -> None:
+    first = distilsent.load(tiny_model_dir, backend="onnx", device="cpu").engine.path
+    assert private_cache in first.parents
+
+    def no_export(*args, **kwargs):
+        raise AssertionError("exported again instead of reusing the cache")
+
+    monkeypatch.setattr(export_module, "export_onnx", no_export)
+    assert distilsent.load(tiny_model_dir, backend="onnx", device="cpu").engine.path == first
+
+
+def test_changed_weights_get_a_new_export(tiny_model: Path, private_cache: Path) -> None:
+    from conftest import build_tiny_model
+
+    first = distilsent.load(tiny_model, backend="onnx", device="cpu").engine.path
+    build_tiny_model(tiny_model, seed=1)
+    assert distilsent.load(tiny_model, backend="onnx", device="cpu").engine.path != first
+
+
+def test_export_command_writes_an_onnx_directory(
+    tiny_model_dir: Path, tmp_path: Path, tiny_classifier, capsys
+) -> None:
+    out = tmp_path / "onnx"
+    assert main(["export", str(tiny_model_dir), "--output", str(out), "--int8"]) == 0
+    assert "model.onnx" in capsys.readouterr().out
+    for name in ("model.onnx", "model_quantized.onnx", "config.json", "tokenizer.json"):
+        assert (out / name).is_file(), name
+    # The directory alone (no torch weights) loads with the onnx backend, picked automatically.
+    clf = distilsent.load(out, device="cpu")
+    assert clf.engine.backend == "onnx" and clf.engine.path == out / "model.onnx"
+    np.testing.assert_allclose(clf.logits(TEXTS), tiny_classifier.logits(TEXTS), atol=1e-4)
+    with pytest.raises(distilsent.ModelFormatError, match="backend='onnx'"):
+        distilsent.load(out, backend="torch", device="cpu")
+
+
+def test_corrupt_onnx_file(tiny_model: Path) -> None:
+    (tiny_model / "model.onnx").write_bytes(b"this is not a protobuf")
+    with pytest.raises(distilsent.ModelFormatError, match="not a loadable ONNX model"):
+        distilsent.load(tiny_model, backend="onnx", device="cpu")
+
+
+def test_missing_onnxruntime_names_the_extra(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(distilsent.MissingExtraError, match=r"distilsent\[onnx\]"):
+        distilsent.load(tiny_model_dir, backend="onnx", device="cpu")
+
+
+def test_int8_drop_guard() -> None:
+    check_int8_drop(0.900, 0.897, max_drop=0.5, force=False)
+    with pytest.raises(distilsent.DistilsentError, match=r"loses 1\.00 accuracy points"):
+        check_int8_drop(0.900, 0.890, max_drop=0.5, force=False)
+    check_int8_drop(0.900, 0.890, max_drop=0.5, force=True)
+
+
+def test_export_config_validation() -> None:
+    with pytest.raises(ValueError, match="add --int8"):
+        ExportConfig(model="m", dev="dev.tsv")
+    with pytest.raises(ValueError, match="max_drop"):
+        ExportConfig(model="m", int8=True, max_drop=-1)
+
+
+@pytest.mark.slow
+def test_reference_checkpoint_onnx_parity_and_int8_agreement(
+    ref_model_dir: Path, ref_classifier, sst2_dev
+) -> None:
+    texts, labels = sst2_dev
+    torch_logits = ref_classifier.logits(texts)
+    onnx_logits = distilsent.load(ref_model_dir, backend="onnx", device="cpu").logits(texts)
+    np.testing.assert_allclose(onnx_logits, torch_logits, atol=1e-4)
+    int8 = distilsent.load(ref_model_dir, backend="onnx-int8", device="cpu").logits(texts).argmax(1)
+    agreement = (int8 == torch_logits.argmax(1)).mean()
+    assert agreement >= 0.99, agreement
+    drop = (torch_logits.argmax(1) == labels).mean() - (int8 == labels).mean()
+    assert drop <= 0.003, drop
