@@ -26,6 +26,16 @@ def test_predict_list_keeps_input_order(tiny_classifier) -> None:
         assert pred.scores == pytest.approx(tiny_classifier.predict(text).scores, abs=1e-5)
 
 
+def test_repeated_texts_run_once(tiny_model_dir: Path) -> None:
+    clf = distilsent.load(tiny_model_dir, device="cpu")
+    calls = []
+    engine = clf.engine
+    clf.engine = lambda ids, mask: calls.append(len(ids)) or engine(ids, mask)
+    preds = clf.predict(["good", "bad", "good", "good"])
+    assert sum(calls) == 2
+    assert preds[0] == preds[2] == preds[3] != preds[1]
+
+
 def test_predict_empty_list(tiny_classifier) -> None:
     assert tiny_classifier.predict([]) == []
 

@@ -61,6 +61,22 @@ def test_batches_are_length_sorted_so_padding_is_small() -> None:
     assert widths == [3, 48, 50]
 
 
+def test_token_budget_keeps_padded_batches_under_the_cap() -> None:
+    engine = FakeEngine()
+    seqs = [[1] * n for n in [5] * 20 + [100] * 6]
+    shapes = []
+
+    def pad(batch):
+        ids, mask = _pad(batch)
+        shapes.append(ids.shape)
+        return ids, mask
+
+    logits, _ = run_batches(engine, seqs, pad, batch_size=16, max_tokens=256)
+    assert all(rows * width <= 256 for rows, width in shapes)
+    assert shapes[0] == (16, 5)  # short texts still fill the batch
+    assert logits[:, 0].tolist() == [len(s) for s in seqs]
+
+
 def test_out_of_memory_halves_the_batch_and_loses_nothing() -> None:
     engine = FakeEngine(limit=5)
     seqs = [[1] * (i % 7 + 1) for i in range(40)]

@@ -64,6 +64,8 @@ class LoadConfig(Config):
     """Texts per model call; halved automatically when memory runs out."""
     max_length: int = 128
     """Longest input in tokens, [CLS] and [SEP] included; longer texts are truncated."""
+    max_batch_tokens: int | None = None
+    """Cap on padded tokens per model call, so batches of long texts stay small; default: no cap."""
     threads: int | None = None
     """CPU threads for inference; default: every core this process may use."""
     allow_pickle: bool = False
@@ -78,6 +80,10 @@ class LoadConfig(Config):
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 3 <= self.max_length <= 512:
             raise ValueError(f"max_length must be between 3 and 512 tokens, got {self.max_length}")
+        if self.max_batch_tokens is not None and self.max_batch_tokens < self.max_length:
+            raise ValueError(
+                f"max_batch_tokens ({self.max_batch_tokens}) must be at least max_length ({self.max_length})"
+            )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
 
@@ -139,11 +145,18 @@ class Classifier:
         texts = _check_texts(texts)
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32)
-        ids = self.tokenizer.encode(texts)
+        # Repeated texts (common in logs and reviews) are run once.
+        unique = list(dict.fromkeys(texts))
+        ids = self.tokenizer.encode(unique)
         logits, self.batch_size = run_batches(
-            self.engine, ids, self.tokenizer.pad, self.batch_size, on_progress
+            self.engine, ids, self.tokenizer.pad, self.batch_size, on_progress, self.config.max_batch_tokens
         )
-        return logits
+        if len(unique) == len(texts):
+            return logits
+        if on_progress is not None:
+            on_progress(len(texts) - len(unique))
+        position = {text: i for i, text in enumerate(unique)}
+        return logits[[position[text] for text in texts]]
 
     @overload
     def predict(

@@ -14,8 +14,8 @@ __all__ = ["write_model_card"]
 _BIAS_WARNING = """\
 Like `distilbert-base-uncased-finetuned-sst-2-english`, this model can give different scores to
 sentences that differ only in an identity term: "This film was filmed in <country>." gets noticeably
-different P(positive) depending on the country. Audit it on your own domain before deployment
-(`distilsent audit --model <this directory>`), and do not use it to make decisions about people."""
+different P(positive) depending on the country. Test it on your own domain, including sentences that
+name different groups of people, before deployment, and do not use it to make decisions about people."""
 
 
 def write_model_card(
@@ -56,9 +56,9 @@ Labels: {labels}. Base model: {base_model}.
 
 ## Intended use
 Binary sentiment of English text in the style of movie reviews (SST-2), through
-`distilsent.load("{output}")`, `distilsent classify`, or plain transformers
+`distilsent.load(<this directory>)`, `distilsent classify --model <this directory>`, or plain transformers
 (`DistilBertForSequenceClassification.from_pretrained`). Inputs longer than {config.max_length} tokens
-are truncated unless long-document mode is used.
+are truncated.
 
 ## Known biases and limits
 {_BIAS_WARNING}

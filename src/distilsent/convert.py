@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 
 import torch
@@ -149,5 +150,8 @@ def convert_bert_to_distilbert(
     dst.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(dst)
     DistilBertTokenizer.from_pretrained(src).save_pretrained(dst)
+    # transformers 5 writes only tokenizer.json; older releases' slow tokenizer needs the vocabulary.
+    if (src / "vocab.txt").is_file():
+        shutil.copyfile(src / "vocab.txt", dst / "vocab.txt")
     logger.info("converted %s -> %s (%s initialised fresh)", src, dst, ", ".join(missing) or "nothing")
     return dst

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,16 +91,19 @@ def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: boo
         raw = Path(tmp) / "raw.onnx"
         example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
         dynamic = {0: "batch", 1: "sequence"}
-        torch.onnx.export(
-            model,
-            example,
-            str(raw),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["logits"],
-            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": {0: "batch"}},
-            opset_version=opset,
-            dynamo=False,
-        )
+        with warnings.catch_warnings():
+            # The tracer warns about Python control flow on shapes, which is constant for this graph.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                example,
+                str(raw),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
         target = output / ONNX_FILE
         if optimize:
             from onnxruntime.transformers import optimizer
@@ -114,7 +118,7 @@ def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: boo
             shutil.copy(raw, target)
     for name in _COPIED:
         if (model_dir / name).is_file():
-            shutil.copy(model_dir / name, output / name)
+            shutil.copyfile(model_dir / name, output / name)
     return target
 
 

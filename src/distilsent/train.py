@@ -242,6 +242,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     with tempfile.TemporaryDirectory() as tmp:
         init_dir, init_described = _init_dir(config.init, Path(tmp))
         tokenizer = AutoTokenizer.from_pretrained(init_dir)
+        vocab = (init_dir / "vocab.txt").read_bytes() if (init_dir / "vocab.txt").is_file() else None
         overrides: dict[str, Any] = {}
         if config.dropout is not None:
             overrides = {"dropout": config.dropout, "seq_classif_dropout": config.dropout}
@@ -317,6 +318,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         model = model.to(torch.float16)
     model.save_pretrained(output)
     tokenizer.save_pretrained(output)
+    if vocab is not None:  # for older transformers releases, whose slow tokenizer reads vocab.txt
+        (output / "vocab.txt").write_bytes(vocab)
     metrics = {"best": best, "history": history, "train_seconds": round(seconds, 1)}
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     card.write_model_card(
