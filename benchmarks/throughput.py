@@ -17,11 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 
 
-def sst2_texts(n: int) -> list[str]:
+def sst2_texts(n: int, distinct: bool = True) -> list[str]:
+    """SST-2 dev sentences repeated to ``n``; each repeat gets a one-token suffix unless ``distinct``
+    is off, so that distilsent's de-duplication of identical texts does not inflate its numbers."""
     from distilsent.data import read_labelled
 
     base = read_labelled(DEV).texts
-    return (base * (n // len(base) + 1))[:n]
+    texts = [t if k == 0 or not distinct else f"{t} {k}" for k in range(n // len(base) + 1) for t in base]
+    return texts[:n]
 
 
 def throughput(run: Callable[[list[str]], object], texts: list[str]) -> float:
@@ -54,6 +57,12 @@ def main() -> None:
         "--texts", type=int, default=2000, help="texts per throughput run (SST-2 dev, repeated)"
     )
     parser.add_argument("--latency-texts", type=int, default=200, help="single texts timed for p50/p99")
+    parser.add_argument(
+        "--duplicates", action="store_true", help="repeat texts verbatim (distilsent then runs each once)"
+    )
+    parser.add_argument(
+        "--backends", default="torch,onnx,onnx-int8", help="distilsent backends to measure, comma-separated"
+    )
     args = parser.parse_args()
 
     import torch
@@ -63,7 +72,8 @@ def main() -> None:
     import distilsent
 
     hf_logging.set_verbosity_error()
-    texts = sst2_texts(args.texts)
+    hf_logging.disable_progress_bar()
+    texts = sst2_texts(args.texts, distinct=not args.duplicates)
     clf = distilsent.load(args.model, device="cpu")
     pipe = pipeline("text-classification", model=str(clf.model_dir), device="cpu", dtype=torch.float32)
 
@@ -72,13 +82,18 @@ def main() -> None:
         tps = throughput(lambda t, b=batch: pipe(t, batch_size=b, truncation=True, max_length=128), texts)
         p50, p99 = latencies_ms(lambda t: pipe(t, truncation=True, max_length=128), texts, args.latency_texts)
         rows.append((name, tps, p50, p99))
-    tps = throughput(clf.predict, texts)
-    p50, p99 = latencies_ms(clf.predict, texts, args.latency_texts)
-    rows.append((f"distilsent {clf.engine.backend}", tps, p50, p99))
+    for backend in args.backends.split(","):
+        ours = clf if backend == "torch" else distilsent.load(args.model, backend=backend, device="cpu")
+        tps = throughput(ours.predict, texts)
+        p50, p99 = latencies_ms(ours.predict, texts, args.latency_texts)
+        rows.append((f"distilsent {backend}", tps, p50, p99))
 
     baseline = rows[1][1]
     print(f"model: {clf.model_dir}  ({clf.engine.num_parameters():,} parameters)")
-    print(f"texts: {len(texts)} SST-2 dev sentences; threads: {torch.get_num_threads()}; device: cpu")
+    kind = "verbatim repeats" if args.duplicates else "distinct"
+    print(
+        f"texts: {len(texts)} SST-2 dev sentences ({kind}); threads: {torch.get_num_threads()}; device: cpu"
+    )
     print(f"{'engine':<34}{'texts/s':>10}{'vs pipeline b32':>17}{'p50 ms':>9}{'p99 ms':>9}")
     for name, tps, p50, p99 in rows:
         print(f"{name:<34}{tps:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}")

@@ -58,9 +58,18 @@ class TorchEngine:
                 f"{model_dir} holds a {config.architectures or config.model_type} model, "
                 "not a sequence classifier"
             )
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, dtype=dtype, use_safetensors=(model_dir / "model.safetensors").is_file() or None
-        )
+        from transformers.utils import logging as hf_logging
+
+        # transformers draws a progress bar per load; noise for a library call that takes a second.
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                model_dir, dtype=dtype, use_safetensors=(model_dir / "model.safetensors").is_file() or None
+            )
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
         self.model.to(self._device).eval()
         self.device = str(self._device)
 
