@@ -9,6 +9,7 @@ from transformers import BertConfig, BertModel, BertTokenizer, DistilBertModel
 
 from distilsent import ModelFormatError, convert_bert_to_distilbert
 from distilsent.models import minilm_dir
+from test_compat import assert_snippet_agrees
 
 
 def _hidden_states(model, tokenizer, texts):
@@ -48,6 +49,7 @@ def test_tiny_random_bert_converts_exactly(tmp_path: Path, tiny_model_dir: Path)
     assert _compare(src, dst) < 1e-5
     saved = json.loads((dst / "config.json").read_text())
     assert saved["model_type"] == "distilbert" and saved["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+    assert_snippet_agrees(dst)
 
 
 @pytest.mark.slow
