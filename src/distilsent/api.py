@@ -26,6 +26,10 @@ from .tokenization import TextTokenizer
 __all__ = ["Classifier", "LoadConfig", "Prediction", "load"]
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
+LONG_MODES = ("truncate", "chunk")
+TRUNCATION_SIDES = ("head", "tail", "head+tail")
+AGGREGATES = ("mean", "weighted", "max-confidence")
+TEMPERATURE_KEY = "distilsent_temperature"
 
 
 @dataclass(frozen=True)
@@ -38,9 +42,14 @@ class Prediction:
     """The probability (or raw score, with ``function_to_apply="none"``) of ``label``."""
     scores: dict[str, float] = field(repr=True)
     """Every label's probability, most likely first (only the ``top_k`` best when that is set)."""
+    windows: int | None = field(default=None, repr=False, compare=False)
+    """How many windows a long text was split into (``long="chunk"`` only)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "score": self.score, "scores": dict(self.scores)}
+        out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": dict(self.scores)}
+        if self.windows is not None:
+            out["windows"] = self.windows
+        return out
 
 
 def _available_threads() -> int:
@@ -72,6 +81,25 @@ class LoadConfig(Config):
     """Allow loading a pickle checkpoint (pytorch_model.bin). Unpickling can run arbitrary code."""
     revision: str | None = None
     """Hub revision (branch, tag or commit) when ``model`` is a hub id."""
+    calibrated: bool = True
+    """Apply the temperature stored by ``distilsent calibrate`` (never changes the predicted label)."""
+    neutral_band: str | None = None
+    """'LOW:HIGH', e.g. '0.35:0.65': two-label predictions whose P(second label) falls inside the band
+    get the label ``neutral_label`` instead."""
+    neutral_label: str = "NEUTRAL"
+    """Label given to predictions inside ``neutral_band``."""
+    long: str = "truncate"
+    """Texts longer than max_length: 'truncate' (keep ``truncation_side``), or 'chunk' (classify every
+    window and aggregate)."""
+    truncation_side: str = "head"
+    """With long='truncate': keep the 'head', the 'tail', or 'head+tail' (half of each) of a long text."""
+    stride: int = 32
+    """With long='chunk': tokens shared by consecutive windows."""
+    aggregate: str = "mean"
+    """With long='chunk': 'mean' of window probabilities, 'weighted' (by window length), or
+    'max-confidence' (the most confident window decides)."""
+    max_windows: int = 64
+    """With long='chunk': at most this many windows per text (the rest of a huge text is ignored)."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -86,6 +114,33 @@ class LoadConfig(Config):
             )
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be at least 1, got {self.threads}")
+        self.band()  # validates
+        if self.long not in LONG_MODES:
+            raise ValueError(f"long must be one of {', '.join(LONG_MODES)}, not {self.long!r}")
+        if self.truncation_side not in TRUNCATION_SIDES:
+            raise ValueError(
+                f"truncation_side must be one of {', '.join(TRUNCATION_SIDES)}, not {self.truncation_side!r}"
+            )
+        if self.aggregate not in AGGREGATES:
+            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}")
+        if not 0 <= self.stride < self.max_length - 2 - 1:
+            raise ValueError(
+                f"stride must be between 0 and max_length - 4 ({self.max_length - 4}), got {self.stride}"
+            )
+        if self.max_windows < 1:
+            raise ValueError(f"max_windows must be at least 1, got {self.max_windows}")
+
+    def band(self) -> tuple[float, float] | None:
+        """``neutral_band`` as numbers, checked."""
+        if self.neutral_band is None:
+            return None
+        try:
+            low, high = (float(x) for x in str(self.neutral_band).split(":"))
+        except ValueError:
+            raise ValueError(f"neutral_band must look like '0.35:0.65', not {self.neutral_band!r}") from None
+        if not 0 <= low < high <= 1:
+            raise ValueError(f"neutral_band needs 0 <= low < high <= 1, got {low}:{high}")
+        return low, high
 
 
 def _check_texts(texts: Sequence[object], offset: int = 0) -> list[str]:
@@ -108,7 +163,9 @@ class Classifier:
         self.model_config: dict[str, Any] = json.loads((self.model_dir / "config.json").read_text())
         id2label = self.model_config.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
         self.labels: list[str] = [id2label[k] for k in sorted(id2label, key=int)]
-        self.tokenizer = TextTokenizer(self.model_dir, config.max_length)
+        self.tokenizer = TextTokenizer(
+            self.model_dir, config.max_length, truncation_side=config.truncation_side
+        )
         self.engine = create_engine(
             config.backend,
             self.model_dir,
@@ -116,6 +173,10 @@ class Classifier:
             threads=config.threads or _available_threads(),
         )
         self.batch_size = config.batch_size
+        self.temperature = float(self.model_config.get(TEMPERATURE_KEY, 1.0)) if config.calibrated else 1.0
+        self.neutral_band = config.band()
+        if self.neutral_band is not None and len(self.labels) != 2:
+            raise ValueError(f"neutral_band needs a two-label model; this one has {len(self.labels)} labels")
         problem = self.model_config.get("problem_type")
         self._default_function = (
             "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
@@ -141,22 +202,61 @@ class Classifier:
         }
 
     def logits(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Raw logits, shape ``(len(texts), num_labels)``, in input order."""
+        """Raw logits of the truncated texts, shape ``(len(texts), num_labels)``, in input order."""
         texts = _check_texts(texts)
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32)
         # Repeated texts (common in logs and reviews) are run once.
         unique = list(dict.fromkeys(texts))
-        ids = self.tokenizer.encode(unique)
-        logits, self.batch_size = run_batches(
-            self.engine, ids, self.tokenizer.pad, self.batch_size, on_progress, self.config.max_batch_tokens
-        )
+        logits = self._run(self.tokenizer.encode(unique), on_progress)
         if len(unique) == len(texts):
             return logits
         if on_progress is not None:
             on_progress(len(texts) - len(unique))
         position = {text: i for i, text in enumerate(unique)}
         return logits[[position[text] for text in texts]]
+
+    def predict_proba(self, texts: Sequence[str], *, function_to_apply: str | None = None) -> np.ndarray:
+        """Calibrated scores, shape ``(len(texts), num_labels)``, honouring ``long`` (chunking)."""
+        return self._scores(_check_texts(texts), self._check_options(None, function_to_apply))[0]
+
+    def _run(self, ids: list[list[int]], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+        logits, self.batch_size = run_batches(
+            self.engine, ids, self.tokenizer.pad, self.batch_size, on_progress, self.config.max_batch_tokens
+        )
+        return logits
+
+    def _scores(
+        self, texts: list[str], function: str, on_progress: Callable[[int], None] | None = None
+    ) -> tuple[np.ndarray, list[int] | None]:
+        """Scores per text and, when chunking, the window count per text."""
+        if not texts:
+            return np.empty((0, len(self.labels)), dtype=np.float32), None
+        if self.config.long == "truncate":
+            return self._calibrated(self.logits(texts, on_progress=on_progress), function), None
+        windows = [self.tokenizer.windows(t, self.config.stride, self.config.max_windows) for t in texts]
+        flat = [w for ws in windows for w in ws]
+        scores = self._calibrated(self._run(flat), function)
+        counts = [len(ws) for ws in windows]
+        out = np.empty((len(texts), scores.shape[1]), dtype=np.float32)
+        start = 0
+        for i, ws in enumerate(windows):
+            part = scores[start : start + len(ws)]
+            if self.config.aggregate == "mean":
+                out[i] = part.mean(0)
+            elif self.config.aggregate == "weighted":
+                out[i] = np.average(part, axis=0, weights=[len(w) for w in ws])
+            else:
+                out[i] = part[part.max(1).argmax()]
+            start += len(ws)
+        if on_progress is not None:
+            on_progress(len(texts))
+        return out, counts
+
+    def _calibrated(self, logits: np.ndarray, function: str) -> np.ndarray:
+        if function == "none":
+            return logits
+        return _apply(function, logits / self.temperature)
 
     @overload
     def predict(
@@ -191,7 +291,7 @@ class Classifier:
                 "use predict_iter for iterators"
             )
         function = self._check_options(top_k, function_to_apply)
-        return self._to_predictions(self.logits(texts, on_progress=on_progress), top_k, function)
+        return self._to_predictions(*self._scores(_check_texts(texts), function, on_progress), top_k)
 
     def predict_iter(
         self,
@@ -211,7 +311,7 @@ class Classifier:
         offset = 0
         while chunk := list(itertools.islice(iterator, chunk_size)):
             _check_texts(chunk, offset)
-            yield from self._to_predictions(self.logits(chunk), top_k, function)
+            yield from self._to_predictions(*self._scores(chunk, function), top_k)
             offset += len(chunk)
 
     def _check_options(self, top_k: int | None, function_to_apply: str | None) -> str:
@@ -222,18 +322,24 @@ class Classifier:
             raise ValueError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, not {function!r}")
         return function
 
-    def _to_predictions(self, logits: np.ndarray, top_k: int | None, function: str) -> list[Prediction]:
-        probs = _apply(function, logits)
+    def _to_predictions(
+        self, probs: np.ndarray, windows: list[int] | None, top_k: int | None
+    ) -> list[Prediction]:
         k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         labels = self.labels
+        neutral = np.zeros(len(probs), dtype=bool)
+        if self.neutral_band is not None:
+            low, high = self.neutral_band
+            neutral = (probs[:, 1] >= low) & (probs[:, 1] <= high)
         return [
             Prediction(
-                label=labels[row_order[0]],
+                label=self.config.neutral_label if is_neutral else labels[row_order[0]],
                 score=float(row[row_order[0]]),
                 scores={labels[j]: float(row[j]) for j in row_order},
+                windows=None if windows is None else windows[i],
             )
-            for row, row_order in zip(probs, order)
+            for i, (row, row_order, is_neutral) in enumerate(zip(probs, order, neutral))
         ]
 
 

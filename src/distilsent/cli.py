@@ -15,6 +15,7 @@ import sys
 import types
 import typing
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, Union
 
 from ._config import field_docs
@@ -254,6 +255,70 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses as dc
+
+    from .api import Classifier, LoadConfig
+    from .data import read_labelled
+    from .evaluate import compare, evaluate, write_report
+
+    data = read_labelled(args.data, text_column=args.text_column, label_column=args.label_column)
+    config = config_from_args(LoadConfig, args)
+    result = evaluate(Classifier(config), data)
+    comparison = None
+    if args.compare:
+        other = evaluate(Classifier(dc.replace(config, model=args.compare)), data)
+        comparison = compare(result, other)
+    mt = result.metrics
+    auc = "n/a" if mt["roc_auc"] is None else f"{mt['roc_auc']:.4f}"
+    print(
+        f"accuracy {100 * mt['accuracy']:.2f} %  macro-F1 {mt['macro_f1']:.4f}  ROC-AUC {auc}  "
+        f"log-loss {mt['log_loss']:.4f}  Brier {mt['brier']:.4f}  ECE {mt['ece']:.4f}  "
+        f"({mt['examples']} texts)"
+    )
+    if "ece_uncalibrated" in mt:
+        print(f"ECE before calibration {mt['ece_uncalibrated']:.4f} (temperature {mt['temperature']:.3f})")
+    if comparison is not None:
+        c = comparison
+        print(
+            f"vs {args.compare}: {100 * c['difference']:+.2f} points, 95 % interval "
+            f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}], "
+            + ("a real difference" if c["significant"] else "within resampling noise")
+        )
+    if args.report:
+        out = write_report(result, Path(args.report), comparison)
+        print(f"report written to {out}/report.html")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .api import load
+    from .calibration import fit_temperature, nll, save_temperature
+    from .data import encode_labels, read_labelled
+    from .metrics import expected_calibration_error
+
+    clf = load(args.model, calibrated=False)
+    data = read_labelled(args.dev, text_column=args.text_column, label_column=args.label_column)
+    labels = np.array(encode_labels(data, dict(enumerate(clf.labels))))
+    logits = clf.logits(data.texts)
+    temperature = fit_temperature(logits, labels)
+
+    def probs(t: float) -> np.ndarray:
+        z = np.exp((logits - logits.max(1, keepdims=True)) / t)
+        return z / z.sum(1, keepdims=True)
+
+    save_temperature(clf.model_dir, temperature)
+    print(f"temperature {temperature:.4f} written to {clf.model_dir / 'config.json'}")
+    print(
+        f"on {args.dev}: NLL {nll(logits, labels):.4f} -> {nll(logits, labels, temperature):.4f}, "
+        f"ECE {expected_calibration_error(probs(1.0), labels):.4f} -> "
+        f"{expected_calibration_error(probs(temperature), labels):.4f}"
+    )
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .api import LoadConfig
     from .export import ExportConfig
@@ -319,6 +384,24 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", metavar="MODEL", help="'default', a model directory, or a hub id")
     add_config_arguments(p, ExportConfig, skip=("model",))
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("eval", help="metrics and a report (plots, calibration, mistakes) on a labelled file")
+    p.add_argument("data", metavar="DATA", help="labelled TSV, CSV, JSONL or Parquet file")
+    add_config_arguments(p, LoadConfig)
+    p.add_argument(
+        "--report", metavar="DIR", help="write metrics.json, report.md, report.html and PNG plots here"
+    )
+    p.add_argument("--compare", metavar="MODEL", help="a second model, compared with a paired bootstrap")
+    p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
+    p.add_argument("--label-column", help="column holding the label (default: label or labels)")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("calibrate", help="fit temperature scaling on a dev file and store it in the model")
+    p.add_argument("model", metavar="MODEL", help="model directory to calibrate (its config.json is updated)")
+    p.add_argument("--dev", required=True, help="labelled file to fit the temperature on")
+    p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
+    p.add_argument("--label-column", help="column holding the label (default: label or labels)")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -41,19 +41,69 @@ def _prefix(text: str, chars: int) -> str:
     return text[: cut if cut > 0 else chars]
 
 
+def _suffix(text: str, chars: int) -> str:
+    if len(text) <= chars:
+        return text
+    start = len(text) - chars
+    cut = text.find(" ", start, start + chars // 2)
+    return text[cut if cut >= 0 else start :]
+
+
 class TextTokenizer:
     """Texts → ``(input_ids, attention_mask)`` int64 arrays, truncated to ``max_length`` tokens."""
 
-    def __init__(self, model_dir: str | Path, max_length: int = 128) -> None:
+    def __init__(self, model_dir: str | Path, max_length: int = 128, truncation_side: str = "head") -> None:
         self._tok = _load_backend(Path(model_dir))
         self._tok.no_padding()
+        # A twin without truncation, for the tail of long texts and for windows.
+        self._plain = Tokenizer.from_str(self._tok.to_str())
+        self._plain.no_truncation()  # tokenizer.json files may carry a truncation setting of their own
         self._tok.enable_truncation(max_length)
         self.max_length = max_length
+        self.truncation_side = truncation_side
         self.pad_id = self._tok.token_to_id("[PAD]") or 0
+        self.cls_id = self._tok.token_to_id("[CLS]")
+        self.sep_id = self._tok.token_to_id("[SEP]")
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids of each text, ``[CLS]`` and ``[SEP]`` included, at most ``max_length`` long."""
-        return [e.ids for e in self._encodings(texts)]
+        """Token ids of each text, ``[CLS]`` and ``[SEP]`` included, at most ``max_length`` long.
+
+        Longer texts keep their ``truncation_side``: the head, the tail, or half of each.
+        """
+        ids = [e.ids for e in self._encodings(texts)]
+        if self.truncation_side == "head":
+            return ids
+        room = self.max_length - 2
+        for i, text in enumerate(texts):
+            if len(ids[i]) < self.max_length:
+                continue  # the whole text fits
+            if self.truncation_side == "tail":
+                content = self._content(text, room, from_end=True)[-room:]
+            else:
+                head = room // 2
+                content = (
+                    ids[i][1 : 1 + head] + self._content(text, room - head, from_end=True)[head - room :]
+                )
+            ids[i] = [self.cls_id, *content, self.sep_id]
+        return ids
+
+    def windows(self, text: str, stride: int, max_windows: int) -> list[list[int]]:
+        """Overlapping windows of at most ``max_length`` tokens covering ``text``, at most ``max_windows``."""
+        room = self.max_length - 2
+        step = room - stride
+        content = self._content(text, room + step * (max_windows - 1))
+        starts = range(0, max(len(content) - stride, 1), step)
+        return [[self.cls_id, *content[i : i + room], self.sep_id] for i in list(starts)[:max_windows]]
+
+    def _content(self, text: str, need: int, *, from_end: bool = False) -> list[int]:
+        """Word-piece ids (no special tokens) of at least the first (or last) ``need`` tokens of ``text``."""
+        chars = max(need, 1) * _CHARS_PER_TOKEN
+        while True:
+            part = _suffix(text, chars) if from_end else _prefix(text, chars)
+            ids = self._plain.encode(part, add_special_tokens=False).ids
+            if len(part) == len(text) or len(ids) > need:
+                return ids[:need] if not from_end else ids[-need:]
+            chars *= 4
 
     def _encodings(self, texts: Sequence[str]) -> list[Encoding]:
         limit = self.max_length * _CHARS_PER_TOKEN

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import distilsent
+from distilsent.calibration import fit_temperature, nll
+from distilsent.cli import main
+from distilsent.metrics import expected_calibration_error
+
+
+def test_fit_recovers_a_known_temperature() -> None:
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, size=(4000, 2))
+    p = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = (rng.random(4000) < p[:, 1]).astype(int)
+    # Logits three times too large: the fitted temperature should undo that.
+    assert fit_temperature(3 * true_logits, labels) == pytest.approx(3.0, rel=0.1)
+    assert nll(3 * true_logits, labels, 3.0) < nll(3 * true_logits, labels)
+
+
+@pytest.fixture
+def overconfident_model(tiny_model: Path) -> Path:
+    """The tiny model with its classifier scaled up 30×: same labels, absurd confidence."""
+    weights = load_file(tiny_model / "model.safetensors")
+    weights["classifier.weight"] = weights["classifier.weight"] * 30
+    weights["classifier.bias"] = weights["classifier.bias"] * 30
+    save_file(weights, tiny_model / "model.safetensors", metadata={"format": "pt"})
+    return tiny_model
+
+
+def test_calibrate_lowers_ece_and_keeps_labels(overconfident_model: Path, tiny_tsv: Path, capsys) -> None:
+    before = distilsent.load(overconfident_model, device="cpu")
+    texts = [line.split("\t")[0] for line in tiny_tsv.read_text().splitlines()[1:]]
+    labels = np.array([int(line.split("\t")[1]) for line in tiny_tsv.read_text().splitlines()[1:]])
+    probs_before = before.predict_proba(texts)
+
+    assert main(["calibrate", str(overconfident_model), "--dev", str(tiny_tsv)]) == 0
+    assert "temperature" in capsys.readouterr().out
+    config = json.loads((overconfident_model / "config.json").read_text())
+    assert config["distilsent_temperature"] > 1
+
+    after = distilsent.load(overconfident_model, device="cpu")
+    probs_after = after.predict_proba(texts)
+    assert (probs_after.argmax(1) == probs_before.argmax(1)).all()
+    assert expected_calibration_error(probs_after, labels) < expected_calibration_error(probs_before, labels)
+    # calibrated=False gives the raw scores back.
+    raw = distilsent.load(overconfident_model, device="cpu", calibrated=False).predict_proba(texts)
+    np.testing.assert_allclose(raw, probs_before, atol=1e-6)
+    # The seed snippet still loads the directory: transformers ignores the extra config key.
+    from transformers import DistilBertForSequenceClassification
+
+    assert DistilBertForSequenceClassification.from_pretrained(overconfident_model, dtype=torch.float32)

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from distilsent import DataError
+from distilsent.api import load
+from distilsent.cli import main
+from distilsent.data import read_labelled
+from distilsent.evaluate import evaluate, write_report
+
+
+def test_eval_on_tiny_model(tiny_model_dir: Path, tiny_tsv: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "report"
+    assert main(["eval", str(tiny_tsv), "--model", str(tiny_model_dir), "--report", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "ECE" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["examples"] == 64
+    assert sum(map(sum, metrics["confusion_matrix"])) == 64
+    for name in ("report.md", "report.html", "reliability.png", "confusion.png", "scores.png", "length.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_unknown_labels_are_listed_with_the_models_labels(tiny_model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "d.tsv"
+    path.write_text("sentence\tlabel\ngood\tPOSITIVE\nmeh\tNEUTRAL\n")
+    with pytest.raises(DataError, match=r"\['NEUTRAL'\].*0=NEGATIVE"):
+        evaluate(load(tiny_model_dir, device="cpu"), read_labelled(path))
+
+
+def test_one_class_file_says_what_cannot_be_computed(tiny_model_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "d.tsv"
+    path.write_text("sentence\tlabel\ngood\t1\nfun\t1\n")
+    result = evaluate(load(tiny_model_dir, device="cpu"), read_labelled(path))
+    assert result.metrics["roc_auc"] is None
+    assert "two classes" in result.metrics["notes"][0]
+    write_report(result, tmp_path / "report")  # plots and tables cope with one class
+
+
+@pytest.mark.slow
+def test_report_for_the_reference_checkpoint(
+    ref_model_dir: Path, ref_classifier, sst2_dev, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    out = tmp_path / "report"
+    argv = [
+        "eval",
+        str(_dev()),
+        "--model",
+        str(ref_model_dir),
+        "--report",
+        str(out),
+        "--compare",
+        str(ref_model_dir),
+    ]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    texts, labels = sst2_dev
+    preds = ref_classifier.predict(texts)
+    accuracy = sum(
+        ref_classifier.labels.index(p.label) == y for p, y in zip(preds, labels, strict=True)
+    ) / len(labels)
+    assert metrics["accuracy"] == pytest.approx(accuracy)
+    assert metrics["compare"]["difference"] == 0 and not metrics["compare"]["significant"]
+    for png in out.glob("*.png"):
+        with Image.open(png) as image:
+            image.verify()
+
+
+def _dev() -> Path:
+    from conftest import SST2
+
+    return SST2 / "dev.tsv"
