@@ -46,12 +46,55 @@ def latencies_ms(run_one: Callable[[str], object], texts: list[str], n: int) -> 
     return statistics.median(times), times[min(len(times) - 1, int(0.99 * len(times)))]
 
 
+def base_shaped_model(directory: Path) -> Path:
+    """A DistilBERT-base-shaped classifier (dim 768, 6 layers, ffn 3072) with random weights and the
+    default model's tokenizer: the speed of distilbert-base-uncased-finetuned-sst-2-english."""
+    import shutil
+
+    import torch
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    from distilsent.models import DEFAULT_MODEL_DIR
+
+    torch.manual_seed(0)
+    labels = {0: "NEGATIVE", 1: "POSITIVE"}
+    config = DistilBertConfig(id2label=labels, label2id={v: k for k, v in labels.items()})
+    DistilBertForSequenceClassification(config).save_pretrained(directory)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        shutil.copyfile(DEFAULT_MODEL_DIR / name, directory / name)
+    return directory
+
+
+def gemm_peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Measured fp32 matrix-multiply rate of this machine with torch's threads: the roofline."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
+
+
+def flops_per_text(config: dict, token_counts: list[int]) -> float:
+    """Mean forward FLOPs per text: the linear layers and attention of every layer, at each text's length."""
+    d, h, layers = config["dim"], config["hidden_dim"], config["n_layers"]
+    total = sum(layers * (2 * t * (4 * d * d + 2 * d * h) + 4 * t * t * d) for t in token_counts)
+    return total / len(token_counts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--model", default="default", help="model for both sides (default: the bundled model)"
+        "--model",
+        default="default",
+        help="model for both sides: 'default' (the bundled model), a directory, or 'base-random' "
+        "(a DistilBERT-base-shaped checkpoint with random weights, built on the fly)",
     )
     parser.add_argument(
         "--texts", type=int, default=2000, help="texts per throughput run (SST-2 dev, repeated)"
@@ -74,6 +117,10 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     texts = sst2_texts(args.texts, distinct=not args.duplicates)
+    import tempfile
+
+    if args.model == "base-random":
+        args.model = str(base_shaped_model(Path(tempfile.mkdtemp()) / "distilbert-base-random"))
     clf = distilsent.load(args.model, device="cpu")
     pipe = pipeline("text-classification", model=str(clf.model_dir), device="cpu", dtype=torch.float32)
 
@@ -89,14 +136,20 @@ def main() -> None:
         rows.append((f"distilsent {backend}", tps, p50, p99))
 
     baseline = rows[1][1]
+    flops = flops_per_text(clf.model_config, [len(ids) for ids in clf.tokenizer.encode(texts)])
+    peak = gemm_peak_gflops()
     print(f"model: {clf.model_dir}  ({clf.engine.num_parameters():,} parameters)")
+    print(f"forward FLOPs per text: {flops / 1e9:.3f} GFLOP; measured fp32 GEMM peak: {peak:.1f} GFLOP/s")
     kind = "verbatim repeats" if args.duplicates else "distinct"
     print(
         f"texts: {len(texts)} SST-2 dev sentences ({kind}); threads: {torch.get_num_threads()}; device: cpu"
     )
-    print(f"{'engine':<34}{'texts/s':>10}{'vs pipeline b32':>17}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'engine':<34}{'texts/s':>10}{'vs pipeline b32':>17}{'p50 ms':>9}{'p99 ms':>9}{'of GEMM peak':>14}"
+    )
     for name, tps, p50, p99 in rows:
-        print(f"{name:<34}{tps:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}")
+        roofline = tps * flops / 1e9 / peak
+        print(f"{name:<34}{tps:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}{100 * roofline:>13.0f}%")
 
 
 if __name__ == "__main__":
