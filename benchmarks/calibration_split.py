@@ -26,7 +26,7 @@ def main() -> None:
     import distilsent
     from distilsent.calibration import fit_temperature, nll
     from distilsent.data import read_labelled
-    from distilsent.metrics import expected_calibration_error
+    from distilsent.metrics import expected_calibration_error, softmax
 
     dev = read_labelled(DEV)
     clf = distilsent.load(args.model, device="cpu", calibrated=False)
@@ -34,18 +34,14 @@ def main() -> None:
     order = np.random.default_rng(0).permutation(len(labels))
     halves = (order[: len(order) // 2], order[len(order) // 2 :])
 
-    def probs(z: np.ndarray, t: float) -> np.ndarray:
-        e = np.exp((z - z.max(1, keepdims=True)) / t)
-        return e / e.sum(1, keepdims=True)
-
     print(f"model: {clf.model_dir}")
     print(f"{'fold':<6}{'T':>7}{'ECE before':>12}{'ECE after':>11}{'NLL before':>12}{'NLL after':>11}")
     for fold, (fit, test) in enumerate((halves, halves[::-1]), 1):
         t = fit_temperature(logits[fit], labels[fit])
         z, y = logits[test], labels[test]
         print(
-            f"{fold:<6}{t:>7.3f}{expected_calibration_error(probs(z, 1.0), y):>12.4f}"
-            f"{expected_calibration_error(probs(z, t), y):>11.4f}{nll(z, y):>12.4f}{nll(z, y, t):>11.4f}"
+            f"{fold:<6}{t:>7.3f}{expected_calibration_error(softmax(z), y):>12.4f}"
+            f"{expected_calibration_error(softmax(z, t), y):>11.4f}{nll(z, y):>12.4f}{nll(z, y, t):>11.4f}"
         )
 
 

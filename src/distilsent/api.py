@@ -20,6 +20,7 @@ import numpy as np
 
 from ._config import Config
 from .engine import BACKENDS, create_engine, run_batches
+from .metrics import softmax
 from .models import DEFAULT_MODEL, resolve_model
 from .tokenization import TextTokenizer
 
@@ -203,7 +204,9 @@ class Classifier:
 
     def logits(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Raw logits of the truncated texts, shape ``(len(texts), num_labels)``, in input order."""
-        texts = _check_texts(texts)
+        return self._logits(_check_texts(texts), on_progress)
+
+    def _logits(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32)
         # Repeated texts (common in logs and reviews) are run once.
@@ -233,7 +236,7 @@ class Classifier:
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32), None
         if self.config.long == "truncate":
-            return self._calibrated(self.logits(texts, on_progress=on_progress), function), None
+            return self._calibrated(self._logits(texts, on_progress), function), None
         windows = [self.tokenizer.windows(t, self.config.stride, self.config.max_windows) for t in texts]
         flat = [w for ws in windows for w in ws]
         scores = self._calibrated(self._run(flat), function)
@@ -345,8 +348,7 @@ class Classifier:
 
 def _apply(function: str, logits: np.ndarray) -> np.ndarray:
     if function == "softmax":
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return shifted / shifted.sum(axis=1, keepdims=True)
+        return softmax(logits)
     if function == "sigmoid":
         return 1.0 / (1.0 + np.exp(-logits))
     return logits

@@ -20,6 +20,7 @@ from typing import Any, Union
 
 from ._config import field_docs
 from ._exceptions import DataError, DistilsentError
+from .data import json_object
 
 __all__ = ["main"]
 
@@ -112,12 +113,7 @@ def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
         return None, line
     if not line.strip():
         return None  # blank lines separate nothing in JSONL
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"invalid JSON ({e.msg} at column {e.colno})") from None
-    if not isinstance(obj, dict):
-        raise DataError(f'expected a JSON object with a "text" field, got {type(obj).__name__}')
+    obj = json_object(line)
     text = obj.get("text")
     if not isinstance(text, str):
         raise DataError('"text" is missing or not a string')
@@ -256,8 +252,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import dataclasses as dc
-
     from .api import Classifier, LoadConfig
     from .data import read_labelled
     from .evaluate import compare, evaluate, write_report
@@ -267,7 +261,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(Classifier(config), data)
     comparison = None
     if args.compare:
-        other = evaluate(Classifier(dc.replace(config, model=args.compare)), data)
+        other = evaluate(Classifier(dataclasses.replace(config, model=args.compare)), data)
         comparison = compare(result, other)
     mt = result.metrics
     auc = "n/a" if mt["roc_auc"] is None else f"{mt['roc_auc']:.4f}"
@@ -297,24 +291,19 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from .api import load
     from .calibration import fit_temperature, nll, save_temperature
     from .data import encode_labels, read_labelled
-    from .metrics import expected_calibration_error
+    from .metrics import expected_calibration_error, softmax
 
     clf = load(args.model, calibrated=False)
     data = read_labelled(args.dev, text_column=args.text_column, label_column=args.label_column)
     labels = np.array(encode_labels(data, dict(enumerate(clf.labels))))
     logits = clf.logits(data.texts)
     temperature = fit_temperature(logits, labels)
-
-    def probs(t: float) -> np.ndarray:
-        z = np.exp((logits - logits.max(1, keepdims=True)) / t)
-        return z / z.sum(1, keepdims=True)
-
     save_temperature(clf.model_dir, temperature)
     print(f"temperature {temperature:.4f} written to {clf.model_dir / 'config.json'}")
     print(
         f"on {args.dev}: NLL {nll(logits, labels):.4f} -> {nll(logits, labels, temperature):.4f}, "
-        f"ECE {expected_calibration_error(probs(1.0), labels):.4f} -> "
-        f"{expected_calibration_error(probs(temperature), labels):.4f}"
+        f"ECE {expected_calibration_error(softmax(logits), labels):.4f} -> "
+        f"{expected_calibration_error(softmax(logits, temperature), labels):.4f}"
     )
     return 0
 

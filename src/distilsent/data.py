@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ._exceptions import DataError, MissingExtraError
 
-__all__ = ["LabelledData", "file_sha256", "read_labelled"]
+__all__ = ["LabelledData", "file_sha256", "json_object", "read_labelled"]
 
 TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label", "labels")
@@ -68,6 +68,17 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
     )
 
 
+def json_object(line: str) -> dict:
+    """One JSON-lines record as a dict; the ``DataError`` leaves the file and line to the caller."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]:
     """Columns, and (line number, row) pairs; line numbers are 1-based as an editor shows them."""
     if fmt == "parquet":
@@ -91,11 +102,9 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{number}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                row = json_object(line)
+            except DataError as e:
+                raise DataError(f"{path}:{number}: {e}") from None
             for key in row:
                 if key not in columns:
                     columns.append(key)

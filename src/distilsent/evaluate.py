@@ -49,7 +49,15 @@ def _bucket_name(low: int, high: int | None) -> str:
 def evaluate(clf: Classifier, data: LabelledData) -> EvalResult:
     """Run ``clf`` on ``data`` and compute every metric; labels unknown to the model raise ``DataError``."""
     y = np.array(encode_labels(data, dict(enumerate(clf.labels))))
-    probs = clf.predict_proba(data.texts)
+    raw = None
+    if clf.config.long == "truncate":
+        # One inference pass gives both the calibrated scores and, for comparison, the raw ones.
+        logits = clf.logits(data.texts)
+        probs = m.softmax(logits, clf.temperature)
+        if clf.temperature != 1.0:
+            raw = m.softmax(logits)
+    else:
+        probs = clf.predict_proba(data.texts)
     result = EvalResult(model=str(clf.model_dir), labels=clf.labels, texts=data.texts, y=y, probs=probs)
     k = len(clf.labels)
     out: dict[str, Any] = {
@@ -71,8 +79,7 @@ def evaluate(clf: Classifier, data: LabelledData) -> EvalResult:
     out["roc_auc"] = auc
     if auc is None:
         out["notes"] = ["ROC-AUC needs examples of at least two classes; this file has one"]
-    if clf.temperature != 1.0 and clf.config.long == "truncate":
-        raw = _softmax(clf.logits(data.texts))
+    if raw is not None:
         out["ece_uncalibrated"] = m.expected_calibration_error(raw, y)
         out["log_loss_uncalibrated"] = m.log_loss(raw, y)
     words = np.array([len(t.split()) for t in data.texts])
@@ -110,11 +117,6 @@ def compare(a: EvalResult, b: EvalResult) -> dict[str, Any]:
     stats["model_a"], stats["model_b"] = a.model, b.model
     stats["significant"] = not (stats["low"] <= 0 <= stats["high"])
     return stats
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.exp(logits - logits.max(1, keepdims=True))
-    return z / z.sum(1, keepdims=True)
 
 
 def _plots(result: EvalResult, out: Path) -> dict[str, str]:

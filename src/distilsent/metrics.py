@@ -17,7 +17,14 @@ __all__ = [
     "macro_f1",
     "paired_bootstrap",
     "roc_auc",
+    "softmax",
 ]
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    """Row-wise softmax of ``logits / temperature``, stable for large logits."""
+    z = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:
