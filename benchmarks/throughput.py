@@ -1,6 +1,6 @@
 """Texts/s and single-text latency: distilsent vs the transformers pipeline, same model, same texts, one run.
 
-    python benchmarks/throughput.py --model ../shared/models/minilm-l6-sst2-ref --texts 2000
+    python benchmarks/throughput.py --model base-random --model default --texts 1000
 
 Prints one table; ratios are against the pipeline at batch size 32 measured in the same run.
 """
@@ -86,15 +86,38 @@ def flops_per_text(config: dict, token_counts: list[int]) -> float:
     return total / len(token_counts)
 
 
+def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[object, list[tuple]]:
+    """(classifier, rows of (engine, texts/s, p50 ms, p99 ms)) for one model."""
+    import torch
+    from transformers import pipeline
+
+    import distilsent
+
+    clf = distilsent.load(model, device="cpu")
+    pipe = pipeline("text-classification", model=str(clf.model_dir), device="cpu", dtype=torch.float32)
+    rows = []
+    for name, batch in (("transformers pipeline, batch 1", 1), ("transformers pipeline, batch 32", 32)):
+        tps = throughput(lambda t, b=batch: pipe(t, batch_size=b, truncation=True, max_length=128), texts)
+        p50, p99 = latencies_ms(lambda t: pipe(t, truncation=True, max_length=128), texts, args.latency_texts)
+        rows.append((name, tps, p50, p99))
+    for backend in args.backends.split(","):
+        ours = clf if backend == "torch" else distilsent.load(model, backend=backend, device="cpu")
+        tps = throughput(ours.predict, texts)
+        p50, p99 = latencies_ms(ours.predict, texts, args.latency_texts)
+        rows.append((f"distilsent {backend}", tps, p50, p99))
+    return clf, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         "--model",
-        default="default",
-        help="model for both sides: 'default' (the bundled model), a directory, or 'base-random' "
-        "(a DistilBERT-base-shaped checkpoint with random weights, built on the fly)",
+        action="append",
+        help="model to measure, repeatable: 'default' (the bundled model), a directory, or 'base-random' "
+        "(a DistilBERT-base-shaped checkpoint with random weights, built on the fly). The first model's "
+        "pipeline at batch 32 is also the baseline of the last column for every model. Default: default",
     )
     parser.add_argument(
         "--texts", type=int, default=2000, help="texts per throughput run (SST-2 dev, repeated)"
@@ -108,48 +131,40 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import torch
-    from transformers import pipeline
-    from transformers.utils import logging as hf_logging
+    import tempfile
 
-    import distilsent
+    import torch
+    from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     texts = sst2_texts(args.texts, distinct=not args.duplicates)
-    import tempfile
-
-    if args.model == "base-random":
-        args.model = str(base_shaped_model(Path(tempfile.mkdtemp()) / "distilbert-base-random"))
-    clf = distilsent.load(args.model, device="cpu")
-    pipe = pipeline("text-classification", model=str(clf.model_dir), device="cpu", dtype=torch.float32)
-
-    rows = []
-    for name, batch in (("transformers pipeline, batch 1", 1), ("transformers pipeline, batch 32", 32)):
-        tps = throughput(lambda t, b=batch: pipe(t, batch_size=b, truncation=True, max_length=128), texts)
-        p50, p99 = latencies_ms(lambda t: pipe(t, truncation=True, max_length=128), texts, args.latency_texts)
-        rows.append((name, tps, p50, p99))
-    for backend in args.backends.split(","):
-        ours = clf if backend == "torch" else distilsent.load(args.model, backend=backend, device="cpu")
-        tps = throughput(ours.predict, texts)
-        p50, p99 = latencies_ms(ours.predict, texts, args.latency_texts)
-        rows.append((f"distilsent {backend}", tps, p50, p99))
-
-    baseline = rows[1][1]
-    flops = flops_per_text(clf.model_config, [len(ids) for ids in clf.tokenizer.encode(texts)])
     peak = gemm_peak_gflops()
-    print(f"model: {clf.model_dir}  ({clf.engine.num_parameters():,} parameters)")
-    print(f"forward FLOPs per text: {flops / 1e9:.3f} GFLOP; measured fp32 GEMM peak: {peak:.1f} GFLOP/s")
     kind = "verbatim repeats" if args.duplicates else "distinct"
     print(
         f"texts: {len(texts)} SST-2 dev sentences ({kind}); threads: {torch.get_num_threads()}; device: cpu"
     )
-    print(
-        f"{'engine':<34}{'texts/s':>10}{'vs pipeline b32':>17}{'p50 ms':>9}{'p99 ms':>9}{'of GEMM peak':>14}"
-    )
-    for name, tps, p50, p99 in rows:
-        roofline = tps * flops / 1e9 / peak
-        print(f"{name:<34}{tps:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}{100 * roofline:>13.0f}%")
+    print(f"measured fp32 GEMM peak: {peak:.1f} GFLOP/s")
+    first_baseline = None
+    for model in args.model or ["default"]:
+        if model == "base-random":
+            model = str(base_shaped_model(Path(tempfile.mkdtemp()) / "distilbert-base-random"))
+        clf, rows = measure(model, texts, args)
+        baseline = rows[1][1]
+        first_baseline = first_baseline or baseline
+        flops = flops_per_text(clf.model_config, [len(ids) for ids in clf.tokenizer.encode(texts)])
+        print(f"\nmodel: {clf.model_dir}  ({clf.engine.num_parameters():,} parameters)")
+        print(f"forward FLOPs per text: {flops / 1e9:.3f} GFLOP")
+        print(
+            f"{'engine':<34}{'texts/s':>10}{'vs pipeline b32':>17}{'p50 ms':>9}{'p99 ms':>9}"
+            f"{'of GEMM peak':>14}{'vs 1st pipeline b32':>21}"
+        )
+        for name, tps, p50, p99 in rows:
+            roofline = tps * flops / 1e9 / peak
+            print(
+                f"{name:<34}{tps:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}"
+                f"{100 * roofline:>13.0f}%{tps / first_baseline:>20.2f}x"
+            )
 
 
 if __name__ == "__main__":
