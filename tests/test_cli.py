@@ -171,3 +171,17 @@ def test_console_script_offline_hub_error(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "not in the Hugging Face cache" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_unwritable_output_is_a_user_error(
+    tiny_model: Path, tiny_tsv: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from distilsent import calibration
+
+    def read_only(model_dir: Path, temperature: float) -> None:
+        raise PermissionError(13, "Permission denied", str(model_dir / "config.json"))
+
+    monkeypatch.setattr(calibration, "save_temperature", read_only)
+    code, _, err = run(["calibrate", str(tiny_model), "--dev", str(tiny_tsv)], capsys)
+    assert code == 2
+    assert "config.json: Permission denied" in err and "Traceback" not in err

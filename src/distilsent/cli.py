@@ -416,13 +416,19 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"distilsent {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("distilsent: interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:
         # The reader (e.g. `head`) went away; stop quietly like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # unreadable input, unwritable output, full disk: the user's to fix
+        if debug:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"distilsent {args.command}: error:{where}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("distilsent: interrupted", file=sys.stderr)
+        return 130
     except Exception as e:  # a bug: say so in one line, traceback on request
         if debug:
             raise
