@@ -57,22 +57,17 @@ def main() -> None:
     options.inter_op_num_threads = 1
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model_dir, Path(tmp) / "fp32")
-        n_layers = len(
-            [
-                n
-                for n in fp32_nodes(fp32, embeddings=False, layers=tuple(range(64)))
-                if n.startswith("Attention_")
-            ]
-        )
-        last = n_layers - 1
         variants = {
             "fp32": None,
             "int8 per-tensor": (False, []),
             "int8 per-channel": (True, []),
             "per-channel, fp32 embeddings": (True, fp32_nodes(fp32, embeddings=True)),
-            "per-channel, fp32 emb + last layer": (True, fp32_nodes(fp32, embeddings=True, layers=(last,))),
+            "per-channel, fp32 emb + last layer": (True, fp32_nodes(fp32, embeddings=True, last=True)),
             "per-channel, fp32 emb + first layer": (True, fp32_nodes(fp32, embeddings=True, layers=(0,))),
-            "per-channel, fp32 emb + first/last": (True, fp32_nodes(fp32, embeddings=True, layers=(0, last))),
+            "per-channel, fp32 emb + first/last": (
+                True,
+                fp32_nodes(fp32, embeddings=True, layers=(0,), last=True),
+            ),
             "per-channel, fp32 emb + first + attention": (True, int8_fp32_nodes(fp32)),
         }
         reference = None
