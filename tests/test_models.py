@@ -70,6 +70,15 @@ def test_pickle_checkpoint_refused_unless_allowed(tiny_model: Path, tiny_classif
     assert clf.predict(text).scores == pytest.approx(tiny_classifier.predict(text).scores, abs=1e-6)
 
 
+def test_pickle_beside_an_onnx_file_still_needs_the_opt_in(tiny_model: Path) -> None:
+    # The torch backend would read pytorch_model.bin here, so model.onnx must not waive the check.
+    _pickle_only(tiny_model)
+    (tiny_model / "model.onnx").write_bytes(b"placeholder")
+    with pytest.raises(distilsent.UnsafeCheckpointError, match="allow_pickle=True"):
+        resolve_model(tiny_model)
+    assert resolve_model(tiny_model, allow_pickle=True) == tiny_model.resolve()
+
+
 def test_default_model_resolves_or_says_how_to_choose(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

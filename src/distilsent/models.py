@@ -54,14 +54,15 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
     has_safe = any((path / name).is_file() for name in _SAFE_WEIGHTS)
     has_pickle = any((path / name).is_file() for name in _PICKLE_WEIGHTS)
     has_onnx = (path / "model.onnx").is_file()  # an export for the onnx backends
-    if not has_safe and not has_onnx:
-        if has_pickle and not allow_pickle:
-            raise UnsafeCheckpointError(
-                f"{path} has only a pickle checkpoint (pytorch_model.bin); loading it can run arbitrary "
-                "code. If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
-            )
-        if not has_pickle:
-            raise ModelFormatError(f"{path} has no weights: expected model.safetensors (or model.onnx)")
+    # Whenever torch weights would come from the pickle (an ONNX file beside it included: the torch
+    # backend and the ONNX exporter both read it), the caller must opt in.
+    if has_pickle and not has_safe and not allow_pickle:
+        raise UnsafeCheckpointError(
+            f"{path} has only a pickle checkpoint (pytorch_model.bin); loading it can run arbitrary "
+            "code. If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
+        )
+    if not (has_safe or has_pickle or has_onnx):
+        raise ModelFormatError(f"{path} has no weights: expected model.safetensors (or model.onnx)")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise ModelFormatError(f"{path} has no tokenizer: expected tokenizer.json or vocab.txt")
     return path.resolve()
