@@ -9,6 +9,7 @@ loads.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,7 +18,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from ._config import Config
 from ._exceptions import DistilsentError, MissingExtraError
@@ -145,9 +146,10 @@ def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: boo
         if optimize:
             from onnxruntime.transformers import optimizer
 
-            fused = optimizer.optimize_model(
-                str(raw), model_type="bert", num_heads=config.n_heads, hidden_size=config.dim
-            )
+            with _scratch_cwd():
+                fused = optimizer.optimize_model(
+                    str(raw), model_type="bert", num_heads=config.n_heads, hidden_size=config.dim
+                )
             stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
             logger.info("ONNX Runtime fusions: %s", stats)
             fused.save_model_to_file(str(target))
@@ -157,6 +159,23 @@ def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: boo
         if (model_dir / name).is_file():
             shutil.copyfile(model_dir / name, output / name)
     return target
+
+
+@contextlib.contextmanager
+def _scratch_cwd() -> Iterator[None]:
+    """Run ONNX Runtime's tools in a throwaway working directory.
+
+    When its symbolic shape inference cannot type every output (ORT's own fused operators), ONNX
+    Runtime saves a full copy of the model, weights included, as ``sym_shape_infer_temp.onnx`` plus an
+    external-data file into the current directory and never removes it.
+    """
+    previous = Path.cwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
 
 
 def fp32_nodes(
@@ -210,15 +229,17 @@ def quantize_int8(
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(
-        fp32_path,
-        int8_path,
-        weight_type=QuantType.QInt8,
-        per_channel=per_channel,
-        nodes_to_exclude=exclude or [],
-        # Shape inference cannot type the outputs of ORT's fused (contrib) operators.
-        extra_options={"DefaultTensorType": TensorProto.FLOAT},
-    )
+    fp32_path, int8_path = Path(fp32_path).resolve(), Path(int8_path).resolve()
+    with _scratch_cwd():
+        quantize_dynamic(
+            fp32_path,
+            int8_path,
+            weight_type=QuantType.QInt8,
+            per_channel=per_channel,
+            nodes_to_exclude=exclude or [],
+            # Shape inference cannot type the outputs of ORT's fused (contrib) operators.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
     return int8_path
 
 
