@@ -67,7 +67,8 @@ class LoadConfig(Config):
     model: str = DEFAULT_MODEL
     """'default' (the model bundled with distilsent), a model directory, or a hub id."""
     backend: str = "auto"
-    """Inference backend: 'auto' or 'torch'."""
+    """Inference backend: 'auto' (torch when the directory has torch weights, else onnx), 'torch', 'onnx'
+    or 'onnx-int8'."""
     device: str = "auto"
     """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
     batch_size: int = 32
@@ -237,11 +238,46 @@ class Classifier:
             return np.empty((0, len(self.labels)), dtype=np.float32), None
         if self.config.long == "truncate":
             return self._calibrated(self._logits(texts, on_progress), function), None
-        windows = [self.tokenizer.windows(t, self.config.stride, self.config.max_windows) for t in texts]
+        windows = self.sequences(texts, "chunk")
         flat = [w for ws in windows for w in ws]
         scores = self._calibrated(self._run(flat), function)
-        counts = [len(ws) for ws in windows]
-        out = np.empty((len(texts), scores.shape[1]), dtype=np.float32)
+        if on_progress is not None:
+            on_progress(len(texts))
+        return self._aggregate(scores, windows), [len(ws) for ws in windows]
+
+    def sequences(self, texts: Sequence[str], long: str | None = None) -> list[list[list[int]]]:
+        """Token ids the model sees for each text: one truncated sequence, or (``long="chunk"``) every
+        window. With :meth:`from_logits` this splits ``predict`` in two, for callers that batch model
+        calls across requests themselves (the HTTP server)."""
+        if (long or self.config.long) == "truncate":
+            return [[ids] for ids in self.tokenizer.encode(texts)]
+        return [self.tokenizer.windows(t, self.config.stride, self.config.max_windows) for t in texts]
+
+    def from_logits(
+        self,
+        sequences: Sequence[Sequence[Sequence[int]]],
+        logits: Sequence[np.ndarray],
+        *,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+        neutral_band: tuple[float, float] | str | None = "config",
+        long: str | None = None,
+    ) -> list[Prediction]:
+        """Predictions from :meth:`sequences` and their logits (one ``(windows, labels)`` array per text)."""
+        function = self._check_options(top_k, function_to_apply)
+        if not logits:
+            return []
+        counts = [len(x) for x in sequences]
+        scores = self._calibrated(np.concatenate(logits), function)
+        chunked = (long or self.config.long) == "chunk"
+        probs = self._aggregate(scores, sequences) if chunked else scores
+        windows = counts if chunked else None
+        band = self.neutral_band if neutral_band == "config" else neutral_band
+        return self._to_predictions(probs, windows, top_k, band)  # type: ignore[arg-type]
+
+    def _aggregate(self, scores: np.ndarray, windows: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
+        """One score row per text from its windows' rows, by ``aggregate``."""
+        out = np.empty((len(windows), scores.shape[1]), dtype=np.float32)
         start = 0
         for i, ws in enumerate(windows):
             part = scores[start : start + len(ws)]
@@ -252,9 +288,7 @@ class Classifier:
             else:
                 out[i] = part[part.max(1).argmax()]
             start += len(ws)
-        if on_progress is not None:
-            on_progress(len(texts))
-        return out, counts
+        return out
 
     def _calibrated(self, logits: np.ndarray, function: str) -> np.ndarray:
         if function == "none":
@@ -326,14 +360,19 @@ class Classifier:
         return function
 
     def _to_predictions(
-        self, probs: np.ndarray, windows: list[int] | None, top_k: int | None
+        self,
+        probs: np.ndarray,
+        windows: list[int] | None,
+        top_k: int | None,
+        band: tuple[float, float] | str | None = "config",
     ) -> list[Prediction]:
         k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
         order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
         labels = self.labels
         neutral = np.zeros(len(probs), dtype=bool)
-        if self.neutral_band is not None:
-            low, high = self.neutral_band
+        band = self.neutral_band if band == "config" else band
+        if band is not None:
+            low, high = band  # type: ignore[misc]
             neutral = (probs[:, 1] >= low) & (probs[:, 1] <= high)
         return [
             Prediction(

@@ -308,6 +308,20 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .api import LoadConfig
+    from .serve import ServeConfig, serve
+
+    serve_config = ServeConfig(
+        **{
+            **{k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServeConfig)}},
+            "api_keys": tuple(args.api_key or ()),
+        }
+    )
+    serve(serve_config, config_from_args(LoadConfig, args))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .api import LoadConfig
     from .export import ExportConfig
@@ -391,6 +405,19 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
     p.add_argument("--label-column", help="column holding the label (default: label or labels)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("serve", help="HTTP server: batching, limits, metrics, a web page (extra: serve)")
+    add_config_arguments(p, LoadConfig)
+    from .serve import ServeConfig
+
+    add_config_arguments(p, ServeConfig, skip=("api_keys",))
+    p.add_argument(
+        "--api-key",
+        action="append",
+        metavar="KEY",
+        help="accepted API key (repeatable); also --api-key-file and $DISTILSENT_API_KEYS",
+    )
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

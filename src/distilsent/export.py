@@ -16,9 +16,10 @@ import os
 import shutil
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ._config import Config
 from ._exceptions import DistilsentError, MissingExtraError

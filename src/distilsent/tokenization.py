@@ -108,7 +108,9 @@ class TextTokenizer:
     def _encodings(self, texts: Sequence[str]) -> list[Encoding]:
         limit = self.max_length * _CHARS_PER_TOKEN
         clipped = [_prefix(t, limit) for t in texts]
-        encodings = self._tok.encode_batch(clipped)
+        # encode_batch hands work to a thread pool: for one text (a server request) that costs more
+        # than the tokenization itself.
+        encodings = [self._tok.encode(clipped[0])] if len(clipped) == 1 else self._tok.encode_batch(clipped)
         while True:
             short = [
                 i

@@ -1,0 +1,177 @@
+"""Dynamic batching for the server: many requests' token sequences packed into few model calls.
+
+Requests wait at most ``max_wait_ms`` for company, then the batcher packs sequences from every waiting
+request, round-robin, until the token budget or the request cap is reached. A request with many texts
+is served a fair share per model call, so a short request arriving behind it is answered in the next
+call instead of after the whole long one. Inference runs on one worker thread, off the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Batcher", "QueueFullError"]
+
+
+class QueueFullError(Exception):
+    """More requests are waiting than the server accepts; the client should retry later."""
+
+
+@dataclass(eq=False)
+class _Job:
+    sequences: list[list[int]]
+    future: asyncio.Future[np.ndarray]
+    logits: list[np.ndarray | None] = field(default_factory=list)
+    next: int = 0
+    done: int = 0
+
+
+@dataclass
+class BatchStats:
+    """What the batcher has done so far, for metrics and tests."""
+
+    model_calls: int = 0
+    sequences: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+class Batcher:
+    """Packs token sequences from concurrent callers into shared calls of ``infer``.
+
+    ``infer`` takes a list of token-id sequences and returns their logits, shape ``(n, labels)``; it
+    runs on ``executor``, a single thread (one is made when none is given).
+    ``on_batch(sequences, tokens, seconds)`` is called after each call.
+    """
+
+    def __init__(
+        self,
+        infer: Callable[[list[list[int]]], np.ndarray],
+        *,
+        max_tokens: int,
+        max_requests: int,
+        max_wait_ms: float,
+        max_pending: int,
+        on_batch: Callable[[int, int, float], None] | None = None,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
+        self._infer = infer
+        self.max_tokens = max_tokens
+        self.max_requests = max_requests
+        self.max_wait = max_wait_ms / 1000
+        self.max_pending = max_pending
+        self._on_batch = on_batch
+        self._queue: collections.deque[_Job] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._owns_executor = executor is None
+        self._executor = executor or ThreadPoolExecutor(1, thread_name_prefix="distilsent-model")
+        self._task: asyncio.Task[None] | None = None
+        self.stats = BatchStats()
+
+    @property
+    def pending(self) -> int:
+        """Requests waiting for (part of) their answer."""
+        return len(self._queue)
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="distilsent-batcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._owns_executor:
+            self._executor.shutdown(wait=True)
+
+    async def submit(self, sequences: Sequence[list[int]]) -> np.ndarray:
+        """Logits for ``sequences``, in order, once the batcher has run them."""
+        if self._task is None or self._task.done():
+            raise RuntimeError("the batcher is not running")
+        if len(self._queue) >= self.max_pending:
+            raise QueueFullError(f"{len(self._queue)} requests are already waiting")
+        job = _Job(list(sequences), asyncio.get_running_loop().create_future())
+        job.logits = [None] * len(job.sequences)
+        self._queue.append(job)
+        self._wakeup.set()
+        return await job.future
+
+    def _pack(self) -> list[tuple[_Job, int, int]]:
+        """Slices ``(job, start, end)`` of waiting jobs to run next: a fair share each, then leftovers."""
+        live = [job for job in self._queue if not job.future.done()][: self.max_requests]
+        if not live:
+            return []
+        budget = self.max_tokens
+        share = max(1, budget // len(live))
+        ends: dict[_Job, int] = {}
+        for job in live:  # every job gets at least one sequence
+            end, tokens = job.next, 0
+            while end < len(job.sequences):
+                size = len(job.sequences[end])
+                if end > job.next and tokens + size > share:
+                    break
+                tokens += size
+                end += 1
+            ends[job] = end
+            budget -= tokens
+        for job in live:  # what is left of the budget goes in arrival order
+            end = ends[job]
+            while end < len(job.sequences) and len(job.sequences[end]) <= budget:
+                budget -= len(job.sequences[end])
+                end += 1
+            ends[job] = end
+        return [(job, job.next, end) for job, end in ends.items() if end > job.next]
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            waiting = sum(len(seq) for j in self._queue for seq in j.sequences[j.next :])
+            if self.max_wait > 0 and waiting < self.max_tokens and len(self._queue) < self.max_requests:
+                # Few texts waiting: give other clients a moment to join this model call.
+                await asyncio.sleep(self.max_wait)
+            slices = self._pack()
+            if not slices:
+                self._drop_finished()
+                continue
+            for job, _, end in slices:
+                job.next = end
+            batch = [seq for job, start, end in slices for seq in job.sequences[start:end]]
+            began = time.perf_counter()
+            try:
+                logits = await loop.run_in_executor(self._executor, self._infer, batch)
+            except Exception as e:  # the callers get the error; the batcher carries on
+                for job, _, _ in slices:
+                    if not job.future.done():
+                        job.future.set_exception(e)
+                self._drop_finished()
+                continue
+            seconds = time.perf_counter() - began
+            self.stats.model_calls += 1
+            self.stats.sequences += len(batch)
+            self.stats.batch_sizes.append(len(batch))
+            if self._on_batch is not None:
+                self._on_batch(len(batch), sum(map(len, batch)), seconds)
+            row = 0
+            for job, start, end in slices:
+                for i in range(start, end):
+                    job.logits[i] = logits[row]
+                    row += 1
+                job.done += end - start
+                if job.done == len(job.sequences) and not job.future.done():
+                    job.future.set_result(np.stack(job.logits))  # type: ignore[arg-type]
+            self._drop_finished()
+
+    def _drop_finished(self) -> None:
+        # Finished and cancelled (client went away) jobs leave the queue; order of the rest is kept.
+        if any(job.future.done() for job in self._queue):
+            self._queue = collections.deque(job for job in self._queue if not job.future.done())

@@ -1,0 +1,493 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import distilsent
+from distilsent.serve import ServeConfig, create_app
+from distilsent.serve.batching import Batcher
+
+TEXTS = ["a wonderful film", "dull and far too long", "an ok movie"]
+
+
+def run_app(
+    scenario: Callable[[httpx.AsyncClient, Any], Awaitable[None]],
+    classifier: distilsent.Classifier | None = None,
+    *,
+    wait_ready: bool = True,
+    load: distilsent.LoadConfig | None = None,
+    **serve: Any,
+) -> None:
+    """Run ``scenario(client, state)`` against an in-process app, lifespan included."""
+    app = create_app(
+        ServeConfig(access_log=serve.pop("access_log", False), **serve), load, classifier=classifier
+    )
+    state = app.state.distilsent
+
+    async def main() -> None:
+        async with app.router.lifespan_context(app):
+            if wait_ready:
+                for _ in range(400):
+                    if state.ready:
+                        break
+                    await asyncio.sleep(0.025)
+                assert state.ready, state.load_error
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                await scenario(client, state)
+
+    asyncio.run(main())
+
+
+def assert_close(actual: Any, expected: Any, tol: float = 1e-5) -> None:
+    """Equal structure and keys, numbers within ``tol``."""
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and list(actual) == list(expected), (actual, expected)
+        for key in expected:
+            assert_close(actual[key], expected[key], tol)
+    elif isinstance(expected, (list, tuple)):
+        assert isinstance(actual, list) and len(actual) == len(expected), (actual, expected)
+        for a, e in zip(actual, expected):
+            assert_close(a, e, tol)
+    elif isinstance(expected, float):
+        assert actual == pytest.approx(expected, abs=tol)
+    else:
+        assert actual == expected
+
+
+def assert_error(response: httpx.Response, status: int, *needles: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "error_type"}, body
+    assert "Traceback" not in body["error"]
+    for needle in needles:
+        assert needle in body["error"], body
+    return body
+
+
+@pytest.fixture
+def classifier(tiny_model_dir: Path) -> distilsent.Classifier:
+    return distilsent.load(tiny_model_dir, device="cpu")
+
+
+def test_classify_matches_the_python_api(classifier: distilsent.Classifier) -> None:
+    expected = [p.to_dict() for p in classifier.predict(TEXTS)]
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        one = await client.post("/v1/classify", json={"inputs": TEXTS[0]})
+        assert one.status_code == 200
+        assert_close(one.json(), expected[0])
+        many = await client.post("/v1/classify", json={"inputs": TEXTS})
+        assert_close(many.json(), expected)
+        top = await client.post("/v1/classify", json={"inputs": TEXTS, "top_k": 1})
+        assert all(len(p["scores"]) == 1 for p in top.json())
+        raw = await client.post("/v1/classify", json={"inputs": TEXTS[0], "function_to_apply": "none"})
+        np.testing.assert_allclose(
+            list(raw.json()["scores"].values()),
+            sorted(classifier.logits(TEXTS[:1])[0], reverse=True),
+            atol=1e-5,
+        )
+        # curl -d sends form-encoded content type; the body is JSON all the same.
+        curl = await client.post(
+            "/v1/classify",
+            content=json.dumps({"inputs": TEXTS[0]}),
+            headers={"content-type": "application/x-www-form-urlencoded"},
+        )
+        assert_close(curl.json(), expected[0])
+
+    run_app(scenario, classifier)
+
+
+def test_classify_options_long_texts_and_neutral_band(tiny_model_dir: Path) -> None:
+    clf = distilsent.load(tiny_model_dir, device="cpu", max_length=16, stride=4)
+    long_text = " ".join(["a wonderful film but dull and far too long"] * 10)
+    chunked = distilsent.load(tiny_model_dir, device="cpu", max_length=16, stride=4, long="chunk").predict(
+        long_text
+    )
+    banded = distilsent.load(tiny_model_dir, device="cpu", neutral_band="0:1").predict(TEXTS[0])
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/v1/classify", json={"inputs": long_text, "long": "chunk"})
+        assert_close(r.json(), chunked.to_dict())
+        assert r.json()["windows"] > 1
+        r = await client.post("/v1/classify", json={"inputs": long_text, "truncate": False})
+        assert_error(r, 413, "longer than max_length", "truncate=true")
+        r = await client.post("/v1/classify", json={"inputs": TEXTS[0], "neutral_band": "0:1"})
+        assert r.json()["label"] == banded.label == "NEUTRAL"
+        assert_error(
+            await client.post("/v1/classify", json={"inputs": "x", "neutral_band": "9"}), 422, "neutral_band"
+        )
+
+    run_app(scenario, clf)
+
+
+def test_tei_predict_shape(classifier: distilsent.Classifier, tiny_model_dir: Path) -> None:
+    probs = classifier.predict_proba(TEXTS)
+    logits = classifier.logits(TEXTS)
+    long_text = "the start is great " + "filler " * 300 + "the end is awful"
+    tail = distilsent.load(tiny_model_dir, device="cpu", truncation_side="tail").predict(long_text)
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/predict", json={"inputs": TEXTS[0]})
+        assert r.status_code == 200
+        body = r.json()
+        assert [e["score"] for e in body] == sorted((e["score"] for e in body), reverse=True)
+        assert {e["label"]: e["score"] for e in body} == pytest.approx(dict(zip(classifier.labels, probs[0])))
+        r = await client.post("/predict", json={"inputs": TEXTS, "raw_scores": True})
+        for row, expected in zip(r.json(), logits):
+            assert {e["label"]: e["score"] for e in row} == pytest.approx(
+                dict(zip(classifier.labels, expected)), abs=1e-5
+            )
+        # TEI refuses texts longer than the model unless asked to truncate.
+        assert_error(await client.post("/predict", json={"inputs": long_text}), 413, "truncate")
+        r = await client.post(
+            "/predict", json={"inputs": long_text, "truncate": True, "truncation_direction": "Left"}
+        )
+        assert {e["label"]: e["score"] for e in r.json()} == pytest.approx(tail.scores)
+
+    run_app(scenario, classifier)
+
+
+def test_hugging_face_inference_shape(classifier: distilsent.Classifier) -> None:
+    expected = classifier.predict(TEXTS[0])
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/", json={"inputs": TEXTS[0]})
+        assert r.json() == [[{"label": k, "score": pytest.approx(v)} for k, v in expected.scores.items()]]
+        r = await client.post("/", json={"inputs": TEXTS, "parameters": {"top_k": 1}})
+        assert [len(x) for x in r.json()] == [1, 1, 1]
+
+    run_app(scenario, classifier)
+
+
+def test_every_input_error_is_json_naming_the_field(classifier: distilsent.Classifier) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        post = client.post
+        assert_error(await post("/v1/classify", content=b"{inputs"), 422, "not valid JSON")
+        assert_error(await post("/v1/classify", json={"inputs": 3}), 422, "inputs")
+        assert_error(await post("/v1/classify", json={"text": "x"}), 422, "inputs")
+        assert_error(await post("/v1/classify", json={"inputs": ["fine", " "]}), 422, "inputs[1]", "empty")
+        assert_error(await post("/v1/classify", json={"inputs": []}), 422, "inputs", "empty")
+        assert_error(await post("/v1/classify", json={"inputs": ["x"] * 11}), 422, "11 texts", "limit of 10")
+        assert_error(await post("/v1/classify", json={"inputs": "y" * 301}), 422, "301 characters")
+        assert_error(await post("/v1/classify", json={"inputs": "x", "top_k": 0}), 422, "top_k")
+        assert_error(await post("/v1/classify", json={"inputs": "x", "long": "all"}), 422, "long")
+        assert_error(await post("/v1/classify", json={"inputs": "x", "truncate": "no"}), 422, "truncate")
+        assert_error(await post("/predict", json={"inputs": [["a", "b"]]}), 422, "inputs")
+        assert_error(await post("/", json={"inputs": "x", "parameters": {"top_k": "all"}}), 422, "top_k")
+        body = json.dumps({"inputs": "z" * 2000})
+        assert_error(await post("/v1/classify", content=body), 413, "larger than 1024 bytes")
+        assert_error(await client.get("/nowhere"), 404)
+        assert_error(await client.get("/v1/classify"), 405)
+
+    run_app(scenario, classifier, max_inputs=10, max_input_chars=300, max_body_bytes=1024)
+
+
+def test_queue_full_is_429_with_retry_after(classifier: distilsent.Classifier) -> None:
+    original = classifier._run
+
+    def slow(batch: list[list[int]]) -> np.ndarray:
+        time.sleep(0.3)
+        return original(batch)
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        classifier._run = slow  # type: ignore[method-assign]
+        first = asyncio.create_task(client.post("/v1/classify", json={"inputs": "one"}))
+        await asyncio.sleep(0.05)
+        r = await client.post("/v1/classify", json={"inputs": "two"})
+        assert_error(r, 429, "busy")
+        assert r.headers["retry-after"] == "1"
+        assert (await first).status_code == 200
+
+    run_app(scenario, classifier, max_concurrent=1, max_wait_ms=0)
+
+
+def test_not_ready_is_503_until_the_model_is_warm(classifier: distilsent.Classifier) -> None:
+    release = threading.Event()
+    original = classifier.predict
+
+    def blocked(*args: Any, **kwargs: Any) -> Any:
+        release.wait(10)
+        return original(*args, **kwargs)
+
+    classifier.predict = blocked  # type: ignore[method-assign]
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        assert (await client.get("/health")).status_code == 200
+        assert_error(await client.get("/ready"), 503, "loading")
+        r = await client.post("/v1/classify", json={"inputs": "x"})
+        assert_error(r, 503, "loading")
+        assert r.headers["retry-after"]
+        release.set()
+        for _ in range(200):
+            if (await client.get("/ready")).status_code == 200:
+                break
+            await asyncio.sleep(0.02)
+        assert (await client.post("/v1/classify", json={"inputs": "x"})).status_code == 200
+
+    run_app(scenario, classifier, wait_ready=False)
+
+
+def test_model_that_fails_to_load_is_503_with_the_reason(tmp_path: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        for _ in range(200):
+            if state.load_error:
+                break
+            await asyncio.sleep(0.02)
+        assert_error(await client.get("/ready"), 503, "failed to load", "nothing-here")
+
+    load = distilsent.LoadConfig(model=str(tmp_path / "nothing-here"))
+    run_app(scenario, None, wait_ready=False, load=load)
+
+
+def test_api_keys(
+    classifier: distilsent.Classifier,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text("# team keys\nfile-key\n")
+    monkeypatch.setenv("DISTILSENT_API_KEYS", "env-key")
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        body = {"inputs": "x"}
+        assert_error(await client.post("/v1/classify", json=body), 401, "missing API key")
+        bad = {"Authorization": "Bearer wrong"}
+        assert_error(await client.post("/v1/classify", json=body, headers=bad), 401, "invalid API key")
+        for headers in (
+            {"Authorization": "Bearer flag-key"},
+            {"authorization": "bearer file-key"},
+            {"X-API-Key": "env-key"},
+        ):
+            assert (await client.post("/v1/classify", json=body, headers=headers)).status_code == 200
+        assert_error(await client.get("/metrics"), 401)
+        assert_error(await client.get("/info"), 401)
+        for open_path in ("/health", "/ready", "/"):
+            assert (await client.get(open_path)).status_code == 200
+
+    with caplog.at_level(logging.INFO, logger="distilsent.access"):
+        run_app(scenario, classifier, api_keys=("flag-key",), api_key_file=str(key_file), access_log=True)
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "distilsent.access"]
+    assert {line["status"] for line in lines} >= {200, 401}
+    assert not any(k in caplog.text for k in ("flag-key", "file-key", "env-key", "wrong"))
+
+
+def test_serve_config_validation(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="max_concurrent"):
+        ServeConfig(max_concurrent=0)
+    with pytest.raises(ValueError, match="port"):
+        ServeConfig(port=70000)
+    with pytest.raises(ValueError, match="empty"):
+        ServeConfig(api_keys=(" ",))
+    with pytest.raises(ValueError, match="cannot read api_key_file"):
+        ServeConfig(api_key_file=str(tmp_path / "missing")).keys()
+    (tmp_path / "empty").write_text("\n")
+    with pytest.raises(ValueError, match="holds no key"):
+        ServeConfig(api_key_file=str(tmp_path / "empty")).keys()
+
+
+def test_metrics_info_and_openapi(classifier: distilsent.Classifier) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        await client.post("/v1/classify", json={"inputs": TEXTS})
+        await client.post("/v1/classify", json={"inputs": ""})
+        text = (await client.get("/metrics")).text
+        assert 'distilsent_requests_total{route="/v1/classify",status="200"} 1.0' in text
+        assert 'distilsent_requests_total{route="/v1/classify",status="422"} 1.0' in text
+        assert "distilsent_request_seconds_bucket" in text
+        assert "distilsent_batch_size_count 1.0" in text
+        assert "distilsent_texts_total 3.0" in text
+        assert "distilsent_queue_depth 0.0" in text
+        assert "distilsent_texts_per_second" in text
+        info = (await client.get("/info")).json()
+        assert info["labels"] == classifier.labels and info["limits"]["max_inputs"] == 1024
+        spec = (await client.get("/openapi.json")).json()
+        assert {"/v1/classify", "/predict", "/", "/health", "/ready", "/metrics", "/info"} <= set(
+            spec["paths"]
+        )
+        assert (await client.get("/docs")).status_code == 200
+        page = await client.get("/")
+        assert page.headers["content-type"].startswith("text/html") and 'id="classify"' in page.text
+
+    run_app(scenario, classifier)
+
+
+def test_concurrent_requests_share_model_calls(classifier: distilsent.Classifier) -> None:
+    texts = [f"review number {i} was {'great' if i % 2 else 'bad'}" for i in range(50)]
+    expected = [p.to_dict() for p in classifier.predict(texts)]
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        responses = await asyncio.gather(*(client.post("/v1/classify", json={"inputs": t}) for t in texts))
+        assert_close([r.json() for r in responses], expected)
+        assert state.batcher.stats.sequences == 50
+        assert state.batcher.stats.model_calls < 50
+        assert max(state.batcher.stats.batch_sizes) > 1
+
+    run_app(scenario, classifier, max_wait_ms=20)
+
+
+def test_a_long_request_does_not_starve_short_ones() -> None:
+    calls: list[int] = []
+
+    def infer(batch: list[list[int]]) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(0.01)
+        return np.array([[float(seq[0]), 0.0] for seq in batch], dtype=np.float32)
+
+    async def main() -> None:
+        batcher = Batcher(infer, max_tokens=40, max_requests=8, max_wait_ms=0, max_pending=8)
+        batcher.start()
+        finished: list[str] = []
+
+        async def submit(name: str, seqs: list[list[int]]) -> np.ndarray:
+            out = await batcher.submit(seqs)
+            finished.append(name)
+            return out
+
+        long_job = asyncio.create_task(submit("long", [[i, 1, 2, 3] for i in range(200)]))
+        await asyncio.sleep(0.015)  # the long request's first model call is under way
+        short = await submit("short", [[7, 1, 2, 3]])
+        result = await long_job
+        await batcher.stop()
+        assert finished == ["short", "long"]
+        np.testing.assert_array_equal(short[:, 0], [7])
+        np.testing.assert_array_equal(result[:, 0], np.arange(200))  # order kept across calls
+        assert max(calls) <= 10  # 40-token budget of 4-token sequences
+
+    asyncio.run(main())
+
+
+def test_missing_serve_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "distilsent.serve.app", raising=False)
+    monkeypatch.setitem(sys.modules, "fastapi", None)
+    with pytest.raises(distilsent.MissingExtraError, match=r"distilsent\[serve\]"):
+        create_app()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_server(model: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = _free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distilsent", "serve", "--model", str(model), "--port", str(port), *extra],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "server exited")
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("server did not become ready in 60 s")
+
+
+@pytest.mark.slow
+def test_inference_client_against_a_real_server(
+    tiny_model_dir: Path, tiny_classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import InferenceClient, constants
+
+    # The suite runs hub-offline; this client talks to our loopback server, not the Hub.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    proc, url = _start_server(tiny_model_dir, "--api-key", "secret")
+    try:
+        result = InferenceClient(base_url=url, api_key="secret").text_classification(TEXTS[0])
+        expected = tiny_classifier.predict(TEXTS[0])
+        assert [(e.label, e.score) for e in result] == [
+            (label, pytest.approx(score, abs=1e-5)) for label, score in expected.scores.items()
+        ]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output = proc.communicate(timeout=30)[0].decode()
+    # uvicorn re-raises SIGTERM once shut down, so the exit status says "terminated", as systemd expects.
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Finished server process" in output
+    assert "secret" not in output
+
+
+@pytest.mark.slow
+def test_sigterm_lets_in_flight_requests_finish(ref_model_dir: Path) -> None:
+    proc, url = _start_server(ref_model_dir)
+    texts = [f"sentence {i} about a film that was rather good" for i in range(1000)]
+    result: dict[str, Any] = {}
+
+    def request() -> None:
+        result["response"] = httpx.post(url + "/v1/classify", json={"inputs": texts}, timeout=120)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    time.sleep(0.5)  # the request is being scored (1,000 texts take seconds on a CPU)
+    proc.send_signal(signal.SIGTERM)
+    worker.join(120)
+    output = proc.communicate(timeout=60)[0].decode()
+    response = result["response"]
+    assert response.status_code == 200 and len(response.json()) == 1000
+    assert proc.returncode in (0, -signal.SIGTERM), output
+    assert "Finished server process" in output
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian chromium not installed (.ci/run installs it)")
+def test_web_page_in_a_real_browser(ref_model_dir: Path, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    proc, url = _start_server(ref_model_dir)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+            page = browser.new_page()
+            page.goto(url + "/")
+            page.fill("#text", "Hello, my dog is cute")
+            page.click("#classify")
+            page.wait_for_selector("#result:not([hidden])")
+            assert page.inner_text("#label") == "POSITIVE"
+            assert float(page.inner_text("#score")) > 0.9
+            shot = Path(os.environ.get("DISTILSENT_SCREENSHOT", tmp_path / "page.png"))
+            page.screenshot(path=str(shot))
+            assert shot.stat().st_size > 0
+            page.click("#tab-batch")
+            page.fill("#lines", "a wonderful film\na dreadful, boring mess\n")
+            page.click("#classify-batch")
+            page.wait_for_selector("#table:not([hidden])")
+            rows = page.locator("#table tbody tr")
+            assert rows.count() == 2
+            assert [rows.nth(i).locator("td").nth(2).inner_text() for i in range(2)] == [
+                "POSITIVE",
+                "NEGATIVE",
+            ]
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
