@@ -70,7 +70,7 @@ def test_neutral_band(tiny_model_dir: Path, tiny_classifier) -> None:
         ({"long": "summarise"}, "long must be"),
         ({"truncation_side": "middle"}, "truncation_side"),
         ({"aggregate": "median"}, "aggregate"),
-        ({"stride": 200}, "stride"),
+        ({"stride": 200, "long": "chunk"}, "stride"),
     ],
 )
 def test_option_validation(fields, match) -> None:

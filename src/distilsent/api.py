@@ -125,7 +125,7 @@ class LoadConfig(Config):
             )
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}")
-        if not 0 <= self.stride < self.max_length - 2 - 1:
+        if self.long == "chunk" and not 0 <= self.stride < self.max_length - 2 - 1:
             raise ValueError(
                 f"stride must be between 0 and max_length - 4 ({self.max_length - 4}), got {self.stride}"
             )

@@ -322,6 +322,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batch(args: argparse.Namespace) -> int:
+    from .api import LoadConfig
+    from .batch import BatchConfig, run_batch
+
+    summary = run_batch(config_from_args(BatchConfig, args), config_from_args(LoadConfig, args))
+    print(f"{summary.output}: {summary.line()}")
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from .api import LoadConfig
     from .export import ExportConfig
@@ -405,6 +414,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
     p.add_argument("--label-column", help="column holding the label (default: label or labels)")
     p.set_defaults(func=cmd_calibrate)
+
+    from .batch import BatchConfig
+
+    p = sub.add_parser("batch", help="score a CSV/TSV/JSONL/Parquet/text file of any size; resumable")
+    p.add_argument("input", metavar="INPUT", help="file to score")
+    p.add_argument("output", metavar="OUTPUT", help="results file: .csv, .tsv, .jsonl or .parquet")
+    add_config_arguments(p, BatchConfig, skip=("input", "output"))
+    add_config_arguments(p, LoadConfig)
+    p.set_defaults(func=cmd_batch)
 
     p = sub.add_parser("serve", help="HTTP server: batching, limits, metrics, a web page (extra: serve)")
     add_config_arguments(p, LoadConfig)

@@ -1,0 +1,285 @@
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import distilsent
+from distilsent.batch import BatchConfig, run_batch
+from distilsent.cli import main
+
+TEXTS = ["a wonderful film", "dull and far too long", "an ok movie", "great acting", "awful plot"] * 7
+
+
+def read_output(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines()]
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t" if path.suffix == ".tsv" else ","))
+
+
+def write_input(path: Path, rows: list[dict]) -> Path:
+    if path.suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path)
+    elif path.suffix == ".txt":
+        path.write_text("".join(r["text"] + "\n" for r in rows))
+    else:
+        with path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]), delimiter="\t" if path.suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(rows)
+    return path
+
+
+def config(tmp_path: Path, src: Path, out: str, **kw) -> BatchConfig:
+    return BatchConfig(input=str(src), output=str(tmp_path / out), progress=False, **kw)
+
+
+@pytest.mark.parametrize("source", ["in.csv", "in.tsv", "in.jsonl", "in.parquet", "in.txt"])
+@pytest.mark.parametrize("target", ["out.csv", "out.jsonl", "out.parquet"])
+def test_round_trip_every_format(
+    tmp_path: Path, tiny_model_dir: Path, tiny_classifier, source: str, target: str
+) -> None:
+    rows = [{"id": f"r{i}", "text": t, "stars": i % 5} for i, t in enumerate(TEXTS)]
+    src = write_input(tmp_path / source, rows)
+    keep = None if source.endswith(".txt") else "stars"
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    summary = run_batch(config(tmp_path, src, target, chunk_rows=8, keep_columns=keep), load)
+    assert (summary.rows_in, summary.rows_out, summary.rows_failed) == (len(rows), len(rows), 0)
+    assert summary.errors is None and not (tmp_path / f"{target}.parts").exists()
+    out = read_output(tmp_path / target)
+    expected = tiny_classifier.predict(TEXTS)
+    id_name = "row" if source.endswith(".txt") else "id"
+    assert [str(r[id_name]) for r in out] == [
+        str(i) if id_name == "row" else f"r{i}" for i in range(len(rows))
+    ]
+    for row, pred in zip(out, expected):
+        assert row["label"] == pred.label
+        assert float(row["score"]) == pytest.approx(pred.score, abs=1e-5)
+        assert float(row["POSITIVE"]) == pytest.approx(pred.scores["POSITIVE"], abs=1e-5)
+    if keep:
+        assert [int(r["stars"]) for r in out] == [i % 5 for i in range(len(rows))]
+
+
+def test_unscorable_rows_are_reported_not_dropped(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(
+        b'{"text": "fine film"}\n'
+        b'{"text": ""}\n'
+        b'{"text": "caf\xe9 bad bytes"}\n'
+        b"not json\n"
+        b'{"other": 1}\n'
+        b'{"text": 42}\n'
+        b"\n"
+        b'{"text": "last one"}\n'
+    )
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    summary = run_batch(config(tmp_path, src, "out.csv", chunk_rows=3), load)
+    assert (summary.rows_in, summary.rows_out, summary.rows_failed) == (7, 2, 5)
+    assert [int(r["row"]) for r in read_output(tmp_path / "out.csv")] == [0, 6]
+    errors = [json.loads(line) for line in summary.errors.read_text().splitlines()]
+    assert [(e["row"], e["error"].split(" (")[0]) for e in errors] == [
+        (1, "text is empty"),
+        (2, "not valid UTF-8"),
+        (3, "not valid JSON"),
+        (4, "field 'text' is missing"),
+        (5, "text is int, not a string"),
+    ]
+    with pytest.raises(distilsent.DataError, match=r"row 1: text is empty .*--strict"):
+        run_batch(config(tmp_path, src, "strict.csv", strict=True), load)
+
+
+def test_invalid_utf8_in_csv_is_a_row_error(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_bytes(b"id,text\n1,good film\n2,bad \xff bytes\n3,\n")
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    summary = run_batch(config(tmp_path, src, "out.csv"), load)
+    errors = [json.loads(line) for line in summary.errors.read_text().splitlines()]
+    assert [(e["id"], e["error"]) for e in errors] == [
+        ("2", "text is not valid UTF-8"),
+        ("3", "text is empty"),
+    ]
+
+
+def test_output_is_never_silently_replaced(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = write_input(tmp_path / "in.txt", [{"text": t} for t in TEXTS])
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    run_batch(config(tmp_path, src, "out.csv"), load)
+    with pytest.raises(distilsent.DataError, match="already exists; pass --overwrite"):
+        run_batch(config(tmp_path, src, "out.csv"), load)
+    with pytest.raises(distilsent.DataError, match="no unfinished run to resume"):
+        run_batch(config(tmp_path, src, "out.csv", resume=True), load)
+    assert run_batch(config(tmp_path, src, "out.csv", overwrite=True), load).rows_out == len(TEXTS)
+    with pytest.raises(ValueError, match=r"\.csv, \.tsv, \.jsonl or \.parquet"):
+        config(tmp_path, src, "out.xlsx")
+    with pytest.raises(distilsent.DataError, match="no column 'body'"):
+        run_batch(
+            config(tmp_path, write_input(tmp_path / "in.csv", [{"text": "x"}]), "o.csv", text_column="body")
+        )
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_gives_the_same_output(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = write_input(tmp_path / "in.jsonl", [{"id": i, "text": f"{t} {i}"} for i, t in enumerate(TEXTS * 3)])
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    full = run_batch(config(tmp_path, src, "full.jsonl", chunk_rows=10), load)
+
+    def stop_after_30(rows_done: int) -> None:
+        if rows_done >= 30:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        run_batch(config(tmp_path, src, "out.jsonl", chunk_rows=10), load, on_chunk=stop_after_30)
+    manifest = json.loads((tmp_path / "out.jsonl.parts" / "manifest.json").read_text())
+    assert manifest["rows_done"] == 30
+    with pytest.raises(distilsent.DataError, match="pass --resume"):
+        run_batch(config(tmp_path, src, "out.jsonl", chunk_rows=10), load)
+    with pytest.raises(distilsent.DataError, match="cannot resume: the options_sha256"):
+        run_batch(config(tmp_path, src, "out.jsonl", chunk_rows=7, resume=True), load)
+    resumed = run_batch(config(tmp_path, src, "out.jsonl", chunk_rows=10, resume=True), load)
+    assert resumed.resumed_from == 30 and resumed.rows_in == full.rows_in
+    assert (tmp_path / "out.jsonl").read_text() == (tmp_path / "full.jsonl").read_text()
+
+
+def test_local_workers_give_the_same_output(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = write_input(tmp_path / "in.txt", [{"text": f"{t} {i}"} for i, t in enumerate(TEXTS)])
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    run_batch(config(tmp_path, src, "one.csv", chunk_rows=4), load)
+    run_batch(config(tmp_path, src, "two.csv", chunk_rows=4, workers=2), load)
+    one, two = read_output(tmp_path / "one.csv"), read_output(tmp_path / "two.csv")
+    assert [r["row"] for r in one] == [r["row"] for r in two]
+    assert [r["label"] for r in one] == [r["label"] for r in two]
+    for a, b in zip(one, two):
+        assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-5)
+
+
+def test_cli_batch_prints_a_summary(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    src = write_input(tmp_path / "in.txt", [{"text": t} for t in TEXTS])
+    out = tmp_path / "out.parquet"
+    assert main(["batch", str(src), str(out), "--model", str(tiny_model_dir), "--device", "cpu"]) == 0
+    assert f"rows in {len(TEXTS)}, rows out {len(TEXTS)}, rows failed 0" in capsys.readouterr().out
+    assert main(["batch", str(src), str(out), "--model", str(tiny_model_dir)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def _generate(path: Path, rows: int) -> Path:
+    words = ["good", "bad", "film", "plot", "acting", "dull", "great", "awful", "fine", "story"]
+    with path.open("w") as f:
+        for i in range(rows):
+            f.write(f"{i}\t{' '.join(words[(i * 7 + k * 3) % 10] for k in range(3 + i % 9))}\n")
+    return path
+
+
+def _batch_process(src: Path, out: Path, model: Path, *extra: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "distilsent", "batch", str(src), str(out), "--model", str(model)]
+    cmd += ["--device", "cpu", "--format", "tsv", "--text-column", "text", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_gives_every_row_once(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = tmp_path / "in.tsv"
+    src.write_text("id\ttext\n" + _generate(tmp_path / "body.tsv", 60_000).read_text())
+    out = tmp_path / "out.csv"
+    manifest = tmp_path / "out.csv.parts" / "manifest.json"
+    proc = _batch_process(src, out, tiny_model_dir, "--chunk-rows", "2000")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if manifest.exists() and json.loads(manifest.read_text())["rows_done"] >= 4000:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = json.loads(manifest.read_text())["rows_done"]
+    assert 4000 <= done < 60_000 and not out.exists()
+    resumed = _batch_process(src, out, tiny_model_dir, "--chunk-rows", "2000", "--resume")
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr.decode()
+    assert f"resumed after row {done:,}" in stdout.decode()
+    ids = [row["id"] for row in read_output(out)]
+    assert ids == [str(i) for i in range(60_000)]
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_on_a_million_rows(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import psutil
+
+    src = tmp_path / "in.tsv"
+    with src.open("w") as f:
+        f.write("id\ttext\n")
+    body = _generate(tmp_path / "body.tsv", 1_000_000)
+    with src.open("a") as f, body.open() as b:
+        f.write(b.read())
+    body.unlink()
+    out = tmp_path / "out.jsonl"
+    proc = _batch_process(src, out, tiny_model_dir, "--batch-size", "256")
+    watched = psutil.Process(proc.pid)
+    samples: list[tuple[int, float]] = []
+    manifest = tmp_path / "out.jsonl.parts" / "manifest.json"
+    while proc.poll() is None:
+        try:
+            rss = watched.memory_info().rss / 2**20
+            done = json.loads(manifest.read_text())["rows_done"] if manifest.exists() else 0
+        except (psutil.Error, ValueError, OSError):
+            continue
+        samples.append((done, rss))
+        time.sleep(0.25)
+    assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
+    early = max(rss for done, rss in samples if 50_000 <= done < 250_000)
+    late = max(rss for done, rss in samples if done >= 750_000)
+    # RSS after 750k rows stays within 10 % of RSS after the first chunks: memory does not grow with
+    # the rows read (holding all of them would take several hundred MB more).
+    assert late < early * 1.10, (early, late)
+    with out.open() as f:
+        assert sum(1 for _ in f) == 1_000_000
+    print(f"RSS early {early:.0f} MB, late {late:.0f} MB")
+
+
+@pytest.mark.slow
+def test_ray_engine_gives_the_same_output(tmp_path: Path, tiny_model_dir: Path) -> None:
+    pytest.importorskip("ray")
+    rows = [{"text": f"{t} {i}"} for i, t in enumerate(TEXTS)] + [{"text": ""}]
+    src = write_input(tmp_path / "in.csv", rows)
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    local = run_batch(config(tmp_path, src, "local.csv"), load)
+    ray_summary = run_batch(config(tmp_path, src, "ray_out.parquet", engine="ray", chunk_rows=8), load)
+    assert (ray_summary.rows_in, ray_summary.rows_out, ray_summary.rows_failed) == (
+        local.rows_in,
+        local.rows_out,
+        local.rows_failed,
+    )
+    import pyarrow.parquet as pq
+
+    ray_rows = [r for r in pq.read_table(tmp_path / "ray_out.parquet").to_pylist() if not r["error"]]
+    local_rows = read_output(tmp_path / "local.csv")
+    assert [r["row"] for r in ray_rows] == [int(r["row"]) for r in local_rows]
+    assert [r["label"] for r in ray_rows] == [r["label"] for r in local_rows]
+    for a, b in zip(ray_rows, local_rows):
+        assert a["score"] == pytest.approx(float(b["score"]), abs=1e-5)
+        assert a["POSITIVE"] == pytest.approx(float(b["POSITIVE"]), abs=1e-5)
+
+
+def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    src = write_input(tmp_path / "in.txt", [{"text": "x"}])
+    with pytest.raises(distilsent.MissingExtraError, match=r"distilsent\[ray\]"):
+        run_batch(config(tmp_path, src, "out.parquet", engine="ray"))
