@@ -175,6 +175,23 @@ def test_hugging_face_inference_shape(classifier: distilsent.Classifier) -> None
     run_app(scenario, classifier)
 
 
+def test_explain_endpoint(classifier: distilsent.Classifier) -> None:
+    expected = classifier.explain("a wonderful film")
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/v1/explain", json={"inputs": "a wonderful film"})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [w["word"] for w in body["words"]] == ["a", "wonderful", "film"]
+        assert_close([w["score"] for w in body["words"]], [w.score for w in expected.words], tol=1e-4)
+        assert body["label"] == expected.label
+        assert_error(await client.post("/v1/explain", json={"inputs": "x", "target": "MAYBE"}), 422, "target")
+        assert_error(await client.post("/v1/explain", json={"inputs": ""}), 422, "empty")
+        assert (await client.get("/info")).json()["explain"] is True
+
+    run_app(scenario, classifier)
+
+
 def test_every_input_error_is_json_naming_the_field(classifier: distilsent.Classifier) -> None:
     async def scenario(client: httpx.AsyncClient, state: Any) -> None:
         post = client.post
@@ -474,6 +491,8 @@ def test_web_page_in_a_real_browser(ref_model_dir: Path, tmp_path: Path) -> None
             page.wait_for_selector("#result:not([hidden])")
             assert page.inner_text("#label") == "POSITIVE"
             assert float(page.inner_text("#score")) > 0.9
+            page.wait_for_selector("#words span")  # word highlights from /v1/explain
+            assert "cute" in page.inner_text("#words")
             shot = Path(os.environ.get("DISTILSENT_SCREENSHOT", tmp_path / "page.png"))
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 0

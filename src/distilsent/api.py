@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from .engine import BACKENDS, create_engine, run_batches
 from .metrics import softmax
 from .models import DEFAULT_MODEL, resolve_model
 from .tokenization import TextTokenizer
+
+if TYPE_CHECKING:
+    from .explain import Explanation
 
 __all__ = ["Classifier", "LoadConfig", "Prediction", "load"]
 
@@ -350,6 +353,16 @@ class Classifier:
             _check_texts(chunk, offset)
             yield from self._to_predictions(*self._scores(chunk, function), top_k)
             offset += len(chunk)
+
+    def explain(self, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
+        """Which words drove the prediction for ``text``: Integrated Gradients (extra ``explain``).
+
+        Returns an :class:`~distilsent.explain.Explanation` whose ``words`` hold each word's
+        attribution towards ``target`` (default: the predicted label); see :mod:`distilsent.explain`.
+        """
+        from .explain import explain
+
+        return explain(self, text, target=target, steps=steps)
 
     def _check_options(self, top_k: int | None, function_to_apply: str | None) -> str:
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):

@@ -684,17 +684,20 @@ def _run_ray(config: BatchConfig, load: LoadConfig) -> BatchSummary:
     began = time.perf_counter()
     fmt = config.input_format()
     output = Path(config.output)
-    if output.exists():
+    remote = "://" in config.output
+    if not remote and output.exists():
         if not config.overwrite:
             raise DataError(f"{output} already exists; pass --overwrite to replace it")
         shutil.rmtree(output) if output.is_dir() else output.unlink()
+    if "://" not in config.input and not Path(config.input).exists():
+        raise DataError(f"input not found: {config.input}")
     started = not ray.is_initialized()
     if started:
         ray.init(address=config.ray_address, include_dashboard=False, log_to_driver=False)
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come out in input order, as with local
-        path = str(Path(config.input).resolve())
+        path = config.input if "://" in config.input else str(Path(config.input).resolve())
         if fmt == "csv":
             ds = ray.data.read_csv(path)
         elif fmt == "tsv":
@@ -726,7 +729,7 @@ def _run_ray(config: BatchConfig, load: LoadConfig) -> BatchSummary:
             num_cpus=1,  # the torch threads are set separately; more would starve the read tasks
         )
         out_fmt = _EXTENSIONS.get(output.suffix.lower(), "parquet") if output.suffix else "parquet"
-        target = str(output.resolve())
+        target = config.output if remote else str(output.resolve())
         if out_fmt == "jsonl":
             scored.write_json(target)
         elif out_fmt in ("csv", "tsv"):

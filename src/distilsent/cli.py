@@ -322,6 +322,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .api import Classifier, LoadConfig
+    from .explain import to_html, to_rich
+
+    if not args.text.strip():
+        raise DataError("TEXT is empty")
+    clf = Classifier(config_from_args(LoadConfig, args))
+    result = clf.explain(args.text, target=args.target, steps=args.steps)
+    if args.html:
+        Path(args.html).write_text(to_html(result), encoding="utf-8")
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return 0
+    console = Console(highlight=False)
+    console.print(f"{result.label} {result.score:.3f}  (attributions towards {result.target})")
+    console.print(to_rich(result))
+    width = max(len(w.word) for w in result.words)
+    for w in sorted(result.words, key=lambda w: -abs(w.score))[: args.top]:
+        colour = "green" if w.score >= 0 else "red"
+        console.print(f"  {w.word:<{width}}  [{colour}]{w.score:+.3f}[/{colour}]")
+    if not result.converged:
+        console.print(
+            f"[yellow]note: attributions sum to {result.logit_difference + result.delta:+.3f}, not "
+            f"{result.logit_difference:+.3f}, after {result.steps} steps: they are approximate[/yellow]"
+        )
+    if args.html:
+        console.print(f"highlighted text written to {args.html}")
+    return 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .api import LoadConfig
     from .batch import BatchConfig, run_batch
@@ -414,6 +446,18 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
     p.add_argument("--label-column", help="column holding the label (default: label or labels)")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser(
+        "explain", help="which words drove a prediction (Integrated Gradients; extra: explain)"
+    )
+    p.add_argument("text", metavar="TEXT", help="the text to explain")
+    add_config_arguments(p, LoadConfig)
+    p.add_argument("--target", help="label to explain (default: the predicted one)")
+    p.add_argument("--html", metavar="FILE", help="also write the text with highlighted words as HTML")
+    p.add_argument("--json", action="store_true", help="print the attributions as one JSON object")
+    p.add_argument("--steps", type=int, default=32, help="initial integration steps (doubled until complete)")
+    p.add_argument("--top", type=int, default=8, help="how many of the strongest words to list")
+    p.set_defaults(func=cmd_explain)
 
     from .batch import BatchConfig
 

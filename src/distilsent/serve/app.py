@@ -91,6 +91,14 @@ class PredictRequest(BaseModel):
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
 
 
+class ExplainRequest(BaseModel):
+    """``POST /v1/explain``."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: StrictStr = Field(description="The text to explain.")
+    target: str | None = Field(None, description="Label to explain; default: the predicted one.")
+
+
 class HFParameters(BaseModel):
     top_k: int | None = Field(None, ge=1)
     function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
@@ -434,6 +442,24 @@ def create_app(
         # The inference API answers a list of label lists, one per input, even for a single string.
         return [_label_scores(p) for p in preds]
 
+    @app.post("/v1/explain", dependencies=guarded, summary="Word attributions (Integrated Gradients)")
+    async def explain(body: ExplainRequest, request: Request) -> Any:
+        if not _explain_available():
+            raise ServerError(
+                501, "explanations need the 'explain' extra: pip install 'distilsent[explain]'", "unavailable"
+            )
+        clf = state.require()
+        _texts(body.inputs, state.serve)
+        request.scope["distilsent.texts"] = 1
+        if body.target is not None and body.target not in clf.labels:
+            raise ServerError(422, f"target: must be one of {clf.labels}", "validation")
+        loop = asyncio.get_running_loop()
+        # Gradients run on the model thread, between batches, like every other model call.
+        result = await loop.run_in_executor(
+            state.executor, lambda: clf.explain(body.inputs, target=body.target)
+        )
+        return result.to_dict()
+
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
         html = resources.files("distilsent.serve").joinpath("static/index.html").read_text(encoding="utf-8")
@@ -460,7 +486,7 @@ def create_app(
             **clf.info(),
             "limits": {**limits, "max_body_bytes": state.serve.max_body_bytes},
             "auth": bool(state.keys),
-            "explain": False,
+            "explain": _explain_available(),
         }
 
     @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
@@ -480,6 +506,12 @@ async def _become_ready(state: _State, loader: asyncio.Future[None]) -> None:
         state.batcher.start()
         state.ready = True
         logger.info("ready: %r", state.classifier)
+
+
+def _explain_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("captum") is not None
 
 
 def _texts(inputs: str | list[str], serve: ServeConfig) -> tuple[list[str], bool]:
