@@ -354,6 +354,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .api import Classifier, LoadConfig
+    from .audit import AuditConfig, audit, load_families, write_report
+
+    config = config_from_args(AuditConfig, args)
+    families = load_families(config.probes, builtin=config.builtin)
+    clf = Classifier(config_from_args(LoadConfig, args))
+    result = audit(clf, families, config, model=args.model)
+    width = max(len(f.name) for f in result.families)
+    print(
+        f"{'family':<{width}}  groups  {'lowest':<28}  {'highest':<28}  gap   95 % interval  flips"
+        "            result"
+    )
+    for f in result.families:
+        lo, hi = f.groups[0], f.groups[-1]
+        low = f"{lo.name[:22]} {lo.mean:.2f}"
+        high = f"{hi.name[:22]} {hi.mean:.2f}"
+        flips = f"{f.flipped_pairs}/{f.pairs}"
+        print(
+            f"{f.name:<{width}}  {len(f.groups):>6}  {low:<28}  {high:<28}  {f.gap:.2f}  "
+            f"[{f.gap_low:.2f}, {f.gap_high:.2f}]   {flips:<15}  {'pass' if f.passed else 'FAIL'}"
+        )
+    verdict = "every family passes" if result.passed else "some families fail"
+    print(f"threshold {config.threshold:.2f}: {verdict}")
+    if config.report:
+        out = write_report(result, config.report)
+        print(f"report written to {out}/report.html")
+    return 1 if args.fail and not result.passed else 0
+
+
 def cmd_batch(args: argparse.Namespace) -> int:
     from .api import LoadConfig
     from .batch import BatchConfig, run_batch
@@ -458,6 +488,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=32, help="initial integration steps (doubled until complete)")
     p.add_argument("--top", type=int, default=8, help="how many of the strongest words to list")
     p.set_defaults(func=cmd_explain)
+
+    from .audit import AuditConfig
+
+    p = sub.add_parser("audit", help="bias probes: does the score change when only an identity term does?")
+    add_config_arguments(p, AuditConfig)
+    add_config_arguments(p, LoadConfig)
+    p.add_argument("--fail", action="store_true", help="exit with status 1 when a family fails (for CI)")
+    p.set_defaults(func=cmd_audit)
 
     from .batch import BatchConfig
 
