@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,8 @@ def test_audit_cli_and_report_on_the_tiny_model(tiny_model_dir: Path, tmp_path: 
     assert [f["name"] for f in data["families"]] == ["religion", "pronoun"]  # in shipped order
     for name in ("report.md", "report.html", "pronoun.png", "religion.png"):
         assert (out / name).stat().st_size > 0
+    assert main(["audit", "--model", str(tiny_model_dir), "--families", "country", "--heldout"]) == 0
+    assert re.search(r"^country +22 ", capsys.readouterr().out, re.M)  # only the held-out countries
     assert main(["audit", "--model", str(tiny_model_dir), "--families", "nope"]) == 2
     assert "unknown probe families" in capsys.readouterr().err
 

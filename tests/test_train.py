@@ -67,6 +67,19 @@ def test_float16_save_halves_the_weights(tiny_tsv: Path, tiny_model_dir: Path, t
     assert {t.dtype for t in weights.values()} == {torch.float16}
 
 
+def test_counterfactual_augmentation_trains(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = tmp_path / "train.tsv"
+    rows = ["a fine film from france\t1", "the man was dull\t0", "great\t1", "awful\t0"] * 4
+    data.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    config = _config(data, tiny_model_dir, tmp_path / "out", dev=None, epochs=1, augment="counterfactual")
+    with caplog.at_level("WARNING", logger="distilsent.train"):
+        result = train(config)
+    assert (result.output / "model.safetensors").is_file()
+    assert "8 of 16 sentences name an identity term; 16 copies added" in caplog.text
+
+
 def test_bad_data_fails_before_training(tiny_model_dir: Path, tmp_path: Path, tiny_tsv: Path) -> None:
     dev = tmp_path / "dev.tsv"
     dev.write_text("sentence\tlabel\ngood\t1\nodd\t7\n")
@@ -91,6 +104,8 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"dropout": 1.5}, "dropout"),
         ({"precision": "fp8"}, "precision"),
         ({"early_stopping_patience": 2, "dev": None}, "dev file"),
+        ({"augment": "mixup"}, "counterfactual"),
+        ({"augment": "counterfactual", "augment_copies": 0}, "augment_copies"),
     ],
 )
 def test_config_validation(fields, match, tmp_path: Path) -> None:

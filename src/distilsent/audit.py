@@ -148,6 +148,9 @@ class AuditConfig(Config):
     """Random seed of the bootstrap."""
     report: str | None = None
     """Directory for audit.json, report.md, report.html and one bar chart per family."""
+    heldout: bool = False
+    """Probe only the terms ``train --augment counterfactual`` holds out, to check that a mitigation
+    generalises beyond the terms it trained on."""
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:

@@ -360,6 +360,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
     config = config_from_args(AuditConfig, args)
     families = load_families(config.probes, builtin=config.builtin)
+    if config.heldout:
+        from .augment import heldout_families
+
+        families = heldout_families(families)
     clf = Classifier(config_from_args(LoadConfig, args))
     result = audit(clf, families, config, model=args.model)
     width = max(len(f.name) for f in result.families)

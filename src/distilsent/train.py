@@ -84,6 +84,11 @@ class TrainConfig(Config):
     """Log the training loss every N steps."""
     save_total_limit: int = 2
     """Checkpoints kept for resuming (the best one is always kept as well)."""
+    augment: str | None = None
+    """'counterfactual': add copies of training sentences with identity terms (countries, nationalities,
+    religions, names, gendered nouns) swapped across groups, same label; see distilsent.augment."""
+    augment_copies: int = 2
+    """With augment: copies per sentence that names an identity term."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -103,6 +108,10 @@ class TrainConfig(Config):
             raise ValueError(f"max_length must be between 8 and 512 tokens, got {self.max_length}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.augment not in (None, "counterfactual"):
+            raise ValueError(f"augment must be 'counterfactual' (or unset), not {self.augment!r}")
+        if self.augment_copies < 1:
+            raise ValueError(f"augment_copies must be at least 1, got {self.augment_copies}")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
         if self.early_stopping_patience is not None and self.dev is None:
@@ -257,7 +266,20 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             **overrides,
         )
 
-    train_set = _tokenize(tokenizer, train_data.texts, train_ids, config.max_length)
+    train_texts = train_data.texts
+    if config.augment == "counterfactual":
+        from .augment import counterfactual
+
+        train_texts, train_ids, stats = counterfactual(
+            train_texts, train_ids, copies=config.augment_copies, seed=config.seed
+        )
+        logger.warning(
+            "counterfactual augmentation: %d of %d sentences name an identity term; %d copies added",
+            stats.with_terms,
+            stats.sentences,
+            stats.added,
+        )
+    train_set = _tokenize(tokenizer, train_texts, train_ids, config.max_length)
     dev_set = _tokenize(tokenizer, dev_data.texts, dev_ids, config.max_length) if dev_data else None
     strategy = "steps" if config.eval_steps else "epoch"
     args = TrainingArguments(

@@ -1,0 +1,124 @@
+"""Counterfactual data augmentation: copies of training sentences with identity terms swapped.
+
+A sentence that names a country, nationality, religion, first name or gendered noun from the audit's
+probe families gets ``copies`` extra copies in which that term is replaced by a term of another group
+of the same family, with the same label — so the model sees the sentiment does not depend on it.
+About one term in five (chosen by a hash of the term) is held out: never used as a replacement, so
+an audit restricted to the held-out terms (:func:`heldout_families`) checks that the fix generalises
+beyond the names it saw.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .audit import ProbeFamily, load_families
+
+__all__ = ["AugmentStats", "counterfactual", "heldout_families", "training_families"]
+
+# Pronouns change verb agreement ("they were"); swapping them would write ungrammatical sentences.
+_SKIPPED = ("pronoun",)
+_HOLDOUT_EVERY = 5
+
+
+def _held_out(term: str) -> bool:
+    # Decided by the term itself, so a name in two families is held out in both.
+    return zlib.crc32(term.lower().encode()) % _HOLDOUT_EVERY == 0
+
+
+def _split(terms: Sequence[str]) -> tuple[list[str], list[str]]:
+    return [t for t in terms if not _held_out(t)], [t for t in terms if _held_out(t)]
+
+
+def training_families(families: Sequence[ProbeFamily] | None = None) -> list[ProbeFamily]:
+    """The families with their held-out terms removed (what augmentation may use)."""
+    return _restrict(families, keep_heldout=False)
+
+
+def heldout_families(families: Sequence[ProbeFamily] | None = None) -> list[ProbeFamily]:
+    """The families restricted to their held-out terms (groups left with none are dropped)."""
+    return _restrict(families, keep_heldout=True)
+
+
+def _restrict(families: Sequence[ProbeFamily] | None, *, keep_heldout: bool) -> list[ProbeFamily]:
+    out = []
+    for family in families if families is not None else load_families():
+        if family.name in _SKIPPED:
+            continue
+        # Single-term groups (one country each) are held out as whole groups; larger ones by term.
+        if all(len(t) == 1 for t in family.groups.values()):
+            seen, held = _split(list(family.groups))
+            chosen = held if keep_heldout else seen
+            groups = {g: family.groups[g] for g in chosen}
+        else:
+            groups = {g: tuple(_split(t)[1 if keep_heldout else 0]) for g, t in family.groups.items()}
+            groups = {g: t for g, t in groups.items() if t}
+        if len(groups) >= 2:
+            out.append(ProbeFamily(family.name, family.slot, family.templates, groups))
+    return out
+
+
+@dataclass
+class AugmentStats:
+    sentences: int
+    """Training sentences read."""
+    with_terms: int
+    """Sentences naming at least one identity term."""
+    added: int
+    """Counterfactual copies added."""
+
+
+def counterfactual(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    copies: int = 2,
+    seed: int = 0,
+    families: Sequence[ProbeFamily] | None = None,
+) -> tuple[list[str], list[int], AugmentStats]:
+    """``texts``/``labels`` followed by the counterfactual copies (same labels), and what was done."""
+    if copies < 1:
+        raise ValueError(f"copies must be at least 1, got {copies}")
+    rng = random.Random(seed)
+    usable = training_families(families)
+    # One pattern over every term, longest first so "South Korea" wins over "Korea".
+    owner: dict[str, tuple[int, str]] = {}
+    for k, family in enumerate(usable):
+        for group, terms in family.groups.items():
+            for term in terms:
+                owner.setdefault(term.lower(), (k, group))
+    if not owner:
+        return list(texts), list(labels), AugmentStats(len(texts), 0, 0)
+    alternation = "|".join(re.escape(t) for t in sorted(owner, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w-])({alternation})(?![\w-])", re.IGNORECASE)
+
+    def swappable(match: re.Match[str]) -> bool:
+        # First names double as words ("grace", "mark"): only a capitalised one is taken for a name.
+        return (
+            not usable[owner[match.group(1).lower()][0]].name.startswith("name-")
+            or match.group(1)[0].isupper()
+        )
+
+    def swap(match: re.Match[str]) -> str:
+        if not swappable(match):
+            return match.group(0)
+        k, group = owner[match.group(1).lower()]
+        family = usable[k]
+        other = rng.choice([g for g in family.groups if g != group])
+        new = rng.choice(family.groups[other])
+        return new.lower() if match.group(1).islower() else new
+
+    out_texts, out_labels = list(texts), list(labels)
+    with_terms = 0
+    for text, label in zip(texts, labels):
+        if not any(swappable(m) for m in pattern.finditer(text)):
+            continue
+        with_terms += 1
+        for _ in range(copies):
+            out_texts.append(pattern.sub(swap, text))
+            out_labels.append(label)
+    return out_texts, out_labels, AugmentStats(len(texts), with_terms, len(out_texts) - len(texts))
