@@ -40,7 +40,8 @@ class BatchStats:
 
     model_calls: int = 0
     sequences: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    batch_sizes: collections.deque[int] = field(default_factory=lambda: collections.deque(maxlen=1000))
+    """Sequences in each of the last 1,000 model calls (bounded: a server runs for months)."""
 
 
 class Batcher:
