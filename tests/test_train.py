@@ -142,8 +142,16 @@ def test_kill_then_resume_reaches_the_same_model(
         load_file(Path(config.output) / "model.safetensors"),
         load_file(reference / "model.safetensors"),
     )
+    ref_metrics = json.loads((reference / "train_metrics.json").read_text())
+    got_metrics = json.loads((Path(config.output) / "train_metrics.json").read_text())
+    # The resumed run evaluated at the same steps and kept the same best step as the uninterrupted one.
+    assert [h["step"] for h in got_metrics["history"]] == [h["step"] for h in ref_metrics["history"]]
+    assert got_metrics["best"]["step"] == ref_metrics["best"]["step"]
+    # Weights agree up to float noise. This tiny model (weights drawn with std 0.5, lr 2e-3) amplifies the
+    # last-bit differences of multi-threaded reductions: up to 1.7e-3 was seen on the classifier bias in
+    # about one run in four, which failed the former 1e-5 tolerance.
     for name, tensor in expected.items():
-        torch.testing.assert_close(resumed[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+        torch.testing.assert_close(resumed[name], tensor, atol=5e-3, rtol=1e-3, msg=name)
 
 
 def test_resume_refuses_changed_settings(tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
