@@ -96,7 +96,7 @@ def test_unscorable_rows_are_reported_not_dropped(tmp_path: Path, tiny_model_dir
     assert [(e["row"], e["error"].split(" (")[0]) for e in errors] == [
         (1, "text is empty"),
         (2, "not valid UTF-8"),
-        (3, "not valid JSON"),
+        (3, "invalid JSON"),
         (4, "field 'text' is missing"),
         (5, "text is int, not a string"),
     ]

@@ -259,22 +259,21 @@ class Classifier:
     def from_logits(
         self,
         sequences: Sequence[Sequence[Sequence[int]]],
-        logits: Sequence[np.ndarray],
+        logits: np.ndarray,
         *,
         top_k: int | None = None,
         function_to_apply: str | None = None,
         neutral_band: tuple[float, float] | str | None = "config",
         long: str | None = None,
     ) -> list[Prediction]:
-        """Predictions from :meth:`sequences` and their logits (one ``(windows, labels)`` array per text)."""
+        """Predictions from :meth:`sequences` and the logits of all their sequences, flattened in order."""
         function = self._check_options(top_k, function_to_apply)
-        if not logits:
+        if not sequences:
             return []
-        counts = [len(x) for x in sequences]
-        scores = self._calibrated(np.concatenate(logits), function)
+        scores = self._calibrated(logits, function)
         chunked = (long or self.config.long) == "chunk"
         probs = self._aggregate(scores, sequences) if chunked else scores
-        windows = counts if chunked else None
+        windows = [len(x) for x in sequences] if chunked else None
         band = self.neutral_band if neutral_band == "config" else neutral_band
         return self._to_predictions(probs, windows, top_k, band)  # type: ignore[arg-type]
 

@@ -33,6 +33,7 @@ from typing import Any
 from ._config import Config
 from ._exceptions import DataError, MissingExtraError
 from .api import Classifier, LoadConfig, Prediction, _available_threads
+from .data import json_object, utf8_line
 
 __all__ = ["BatchConfig", "BatchSummary", "run_batch"]
 
@@ -268,18 +269,13 @@ class _Reader:
 
     def _line_record(self, row: int, line: bytes) -> _Record:
         try:
-            decoded = line.decode("utf-8")
-        except UnicodeDecodeError as e:
-            return _Record(row, row, None, {}, f"not valid UTF-8 ({e.reason} at byte {e.start})")
-        if self.fmt == "txt":
+            decoded = utf8_line(line)
+            obj = None if self.fmt == "txt" else json_object(decoded)
+        except DataError as e:
+            return _Record(row, row, None, {}, str(e))
+        if obj is None:
             text, error = _check_text(decoded)
             return _Record(row, row, text, {}, error)
-        try:
-            obj = json.loads(decoded)
-        except json.JSONDecodeError as e:
-            return _Record(row, row, None, {}, f"not valid JSON ({e.msg} at column {e.colno})")
-        if not isinstance(obj, dict):
-            return _Record(row, row, None, {}, f"expected a JSON object, got {type(obj).__name__}")
         ident = obj.get(self.id_column) if self.id_column else row
         kept = {c: obj.get(c) for c in self.kept}
         if self.config.text_column not in obj:
@@ -516,7 +512,7 @@ def _prepare_output(config: BatchConfig, load: LoadConfig) -> tuple[Path, Path, 
     return output, parts_dir, manifest
 
 
-def _progress(config: BatchConfig, reader: _Reader, start_rows: int) -> Any:
+def _progress(config: BatchConfig) -> Any:
     from contextlib import nullcontext
 
     if not (config.progress and sys.stderr.isatty()):
@@ -548,37 +544,35 @@ def run_batch(
         return _run_ray(config, load)
     began = time.perf_counter()
     reader = _Reader(config)
-    output, parts_dir, manifest = _prepare_output(config, load)
     fmt = output_format(config.output)
+    if config.workers > 1:
+        threads = load.threads or max(1, _available_threads() // config.workers)
+        load = LoadConfig.from_dict({**load.to_dict(), "threads": threads})
+    # Load the model and check the columns before anything is written: a bad model or flag then leaves
+    # no unfinished run behind. With workers, this copy only checks the model and is dropped.
+    clf: Classifier | None = Classifier(load)
+    labels = clf.labels
+    columns = [reader.id_name, "label", "score", *labels, *reader.kept]
+    clash = sorted(set(reader.kept) & {reader.id_name, "label", "score", *labels})
+    if clash:
+        raise DataError(f"--keep-columns {', '.join(clash)} would overwrite output columns; rename them")
+    output, parts_dir, manifest = _prepare_output(config, load)
     start_rows = manifest["rows_done"]
     records = iter(reader)
     if start_rows:
         # Skip what is committed: re-reading is cheap next to scoring, and works for every format.
         next(itertools.islice(records, start_rows - 1, start_rows), None)
-
     pool: ProcessPoolExecutor | None = None
     if config.workers > 1:
-        threads = load.threads or max(1, _available_threads() // config.workers)
-        load_dict = {**load.to_dict(), "threads": threads}
-        # Load once here too: a bad model fails now, with its message, instead of inside a worker.
-        labels = Classifier(LoadConfig.from_dict(load_dict)).labels
-        pool = ProcessPoolExecutor(config.workers, initializer=_init_worker, initargs=(load_dict,))
-    else:
-        clf = Classifier(load)
-        labels = clf.labels
-    columns = [reader.id_name, "label", "score", *labels, *reader.kept]
-    clash = sorted(set(reader.kept) & {reader.id_name, "label", "score", *labels})
-    if clash:
-        raise DataError(f"--keep-columns {', '.join(clash)} would overwrite output columns; rename them")
+        clf = None
+        pool = ProcessPoolExecutor(config.workers, initializer=_init_worker, initargs=(load.to_dict(),))
 
     def commit(chunk: list[_Record], preds: list[Prediction]) -> None:
         good = [r for r in chunk if r.error is None]
         bad = [r for r in chunk if r.error is not None]
         index = manifest["parts"]
-        ext = {"csv": "csv", "tsv": "tsv", "jsonl": "jsonl", "parquet": "parquet"}[fmt]
-        _write_part(
-            parts_dir / f"part-{index:06d}.{ext}", fmt, _rows(good, preds, labels, reader.id_name), columns
-        )
+        rows = _rows(good, preds, labels, reader.id_name)
+        _write_part(parts_dir / f"part-{index:06d}.{fmt}", fmt, rows, columns)
         _write_errors(parts_dir / f"errors-{index:06d}.jsonl", bad)
         manifest.update(
             parts=index + 1,
@@ -600,7 +594,7 @@ def run_batch(
                         )
             yield chunk
 
-    with _progress(config, reader, start_rows) as bar:
+    with _progress(config) as bar:
         total = reader.total_rows if reader.fmt == "parquet" else reader.total_bytes
         task = bar.add_task("score", total=total, rows=start_rows, rate=0.0) if bar else None
 

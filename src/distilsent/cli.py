@@ -20,7 +20,7 @@ from typing import Any, Union
 
 from ._config import field_docs
 from ._exceptions import DataError, DistilsentError
-from .data import json_object
+from .data import json_object, utf8_line
 
 __all__ = ["main"]
 
@@ -103,10 +103,7 @@ def _stdin_records(
 
 
 def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
-    try:
-        line = raw.decode("utf-8").rstrip("\r\n")
-    except UnicodeDecodeError as e:
-        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    line = utf8_line(raw).rstrip("\r\n")
     if fmt == "text":
         if not line.strip():
             raise DataError("empty text")
@@ -312,11 +309,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .api import LoadConfig
     from .serve import ServeConfig, serve
 
-    serve_config = ServeConfig(
-        **{
-            **{k: v for k, v in vars(args).items() if k in {f.name for f in dataclasses.fields(ServeConfig)}},
-            "api_keys": tuple(args.api_key or ()),
-        }
+    serve_config = dataclasses.replace(
+        config_from_args(ServeConfig, args), api_keys=tuple(args.api_key or ())
     )
     serve(serve_config, config_from_args(LoadConfig, args))
     return 0

@@ -68,6 +68,14 @@ def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], w
     )
 
 
+def utf8_line(raw: bytes) -> str:
+    """One line of bytes as text; the ``DataError`` leaves the file and line to the caller."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+
 def json_object(line: str) -> dict:
     """One JSON-lines record as a dict; the ``DataError`` leaves the file and line to the caller."""
     try:

@@ -444,26 +444,26 @@ def create_app(
 
     @app.post("/v1/explain", dependencies=guarded, summary="Word attributions (Integrated Gradients)")
     async def explain(body: ExplainRequest, request: Request) -> Any:
-        if not _explain_available():
-            raise ServerError(
-                501, "explanations need the 'explain' extra: pip install 'distilsent[explain]'", "unavailable"
-            )
         clf = state.require()
         _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = 1
         if body.target is not None and body.target not in clf.labels:
             raise ServerError(422, f"target: must be one of {clf.labels}", "validation")
         loop = asyncio.get_running_loop()
-        # Gradients run on the model thread, between batches, like every other model call.
-        result = await loop.run_in_executor(
-            state.executor, lambda: clf.explain(body.inputs, target=body.target)
-        )
+        try:
+            # Gradients run on the model thread, between batches, like every other model call.
+            result = await loop.run_in_executor(
+                state.executor, lambda: clf.explain(body.inputs, target=body.target)
+            )
+        except MissingExtraError as e:
+            raise ServerError(501, str(e), "unavailable") from None
         return result.to_dict()
+
+    page_html = resources.files("distilsent.serve").joinpath("static/index.html").read_text(encoding="utf-8")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page() -> HTMLResponse:
-        html = resources.files("distilsent.serve").joinpath("static/index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html)
+        return HTMLResponse(page_html)
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
@@ -581,12 +581,8 @@ async def _classify(
             429, f"server busy: {e}; retry shortly", "overloaded", {"Retry-After": "1"}
         ) from None
     state.metrics.classified(len(texts))
-    split, start = [], 0
-    for seqs in sequences:
-        split.append(logits[start : start + len(seqs)])
-        start += len(seqs)
     return clf.from_logits(
-        sequences, split, top_k=top_k, function_to_apply=function, neutral_band=band, long=long
+        sequences, logits, top_k=top_k, function_to_apply=function, neutral_band=band, long=long
     )
 
 
