@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import difflib
 import re
 
 from distilsent.audit import load_families
@@ -39,3 +40,30 @@ def test_held_out_terms_are_never_used_and_cover_every_family() -> None:
 def test_first_names_only_when_capitalised() -> None:
     out, _, stats = counterfactual(["grace under pressure", "Grace directed it"], [1, 1], copies=1, seed=0)
     assert stats.with_terms == 1 and out[2] != "Grace directed it" and out[2].endswith(" directed it")
+
+
+def test_inserted_pairs_name_two_groups_of_one_family_around_the_same_sentence() -> None:
+    from distilsent.augment import inserted_pairs
+
+    texts, labels = ["a gripping film", "dull and long", "it works"], [1, 0, 1]
+    firsts, out_labels, seconds = inserted_pairs(texts, labels, pairs=300, seed=5)
+    assert len(firsts) == len(seconds) == len(out_labels) == 300
+    owners: dict[str, dict[str, str]] = {}  # term -> family -> group (a first name is in two families)
+    for f in training_families():
+        for group, terms in f.groups.items():
+            for term in terms:
+                owners.setdefault(term.lower(), {})[f.name] = group
+    used = set()
+    for first, label, second in zip(firsts, out_labels, seconds):
+        source = next(t for t in texts if t in first)
+        assert labels[texts.index(source)] == label and source in second
+        # The two versions differ in one span only: the inserted term, from two groups of one family.
+        a, b = first.split(), second.split()
+        diffs = [op for op in difflib.SequenceMatcher(a=a, b=b).get_opcodes() if op[0] != "equal"]
+        assert len(diffs) == 1 and diffs[0][0] == "replace", (first, second)
+        _, i1, i2, j1, j2 = diffs[0]
+        in_a, in_b = owners[" ".join(a[i1:i2]).lower()], owners[" ".join(b[j1:j2]).lower()]
+        shared = [f for f in in_a if f in in_b and in_a[f] != in_b[f]]
+        assert shared, (first, second)
+        used.update(shared)
+    assert {"country", "nationality", "religion", "gender-noun"} <= used

@@ -128,3 +128,47 @@ def test_uncached_hub_id_offline_gives_actionable_error(offline_cache: Path) -> 
 def test_invalid_hub_id(offline_cache: Path) -> None:
     with pytest.raises(distilsent.ModelNotFoundError):
         resolve_model("bad id with spaces")
+
+
+def test_update_shard_loads_as_the_trained_weights(tiny_model: Path, tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+    from transformers import DistilBertForSequenceClassification
+
+    from distilsent.export import _weights_key
+    from test_compat import assert_snippet_agrees
+
+    trained = Path(shutil.copytree(tiny_model, tmp_path / "trained"))
+    weights = load_file(trained / "model.safetensors")
+    weights["classifier.bias"] = torch.tensor([3.0, -3.0])  # every text NEGATIVE: unmistakable
+    weights["distilbert.transformer.layer.0.sa_layer_norm.weight"] *= 1.5
+    save_file(weights, trained / "model.safetensors", metadata={"format": "pt"})
+
+    changed = models.write_update(trained, tiny_model / "model.safetensors", tiny_model)
+    assert changed == ["classifier.bias", "distilbert.transformer.layer.0.sa_layer_norm.weight"]
+    assert not (tiny_model / "model.safetensors").exists()
+    assert set(load_file(tiny_model / models.UPDATE_SHARD)) == set(changed)
+    loaded = DistilBertForSequenceClassification.from_pretrained(tiny_model).state_dict()
+    for name, tensor in weights.items():
+        assert torch.equal(loaded[name], tensor), name
+    assert {p.label for p in distilsent.load(tiny_model).predict(["good", "great fun"])} == {"NEGATIVE"}
+    assert_snippet_agrees(tiny_model)
+    # The export cache key follows the shards, not only the index file.
+    before = _weights_key(tiny_model, int8=False)
+    weights["classifier.bias"] = torch.tensor([-3.0, 3.0])
+    save_file(weights, trained / "model.safetensors", metadata={"format": "pt"})
+    models.write_update(trained, tiny_model / models.BASE_SHARD, tiny_model)
+    assert _weights_key(tiny_model, int8=False) != before
+
+
+def test_update_refuses_a_different_or_wholly_changed_model(tiny_model: Path, tmp_path: Path) -> None:
+    from conftest import build_tiny_model
+
+    other = build_tiny_model(tmp_path / "other", seed=1)
+    with pytest.raises(ValueError, match="save the model as a whole"):
+        models.write_update(other, tiny_model / "model.safetensors", tmp_path / "out")
+    weights = load_file(tiny_model / "model.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({k: v for k, v in weights.items() if k != "classifier.bias"}, other / "model.safetensors")
+    with pytest.raises(distilsent.ModelFormatError, match="not an update"):
+        models.write_update(other, tiny_model / "model.safetensors", tmp_path / "out")

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -80,6 +81,81 @@ def test_counterfactual_augmentation_trains(
     assert "8 of 16 sentences name an identity term; 16 copies added" in caplog.text
 
 
+def _identity_data(tmp_path: Path) -> Path:
+    data = tmp_path / "train.tsv"
+    rows = ["a fine film from france\t1", "the man was dull\t0", "great\t1", "awful\t0"] * 4
+    data.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return data
+
+
+def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_dir: Path) -> None:
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification, TrainingArguments
+
+    from distilsent.train import _PairCollator, _pairing_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    # No dropout: the pairing term is only added in training mode, and must be reproducible here.
+    model = DistilBertForSequenceClassification.from_pretrained(
+        tiny_model_dir, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0
+    )
+    ids = tokenizer(["a film from france", "a film from peru", "dull"])["input_ids"]
+    features = [
+        {"input_ids": ids[0], "labels": 1},
+        {"input_ids": ids[1], "labels": 1, "pair_input_ids": ids[0]},
+        {"input_ids": ids[2], "labels": 0},
+    ]
+    batch = _PairCollator(tokenizer)(features)
+    assert batch["pair_rows"].tolist() == [1] and batch["pair_input_ids"].shape[0] == 1
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    trainer = _pairing_trainer(2.5)(model=model, args=args)
+    model.train()
+    loss = trainer.compute_loss(model, dict(batch))
+    with torch.no_grad():
+        plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+        cross_entropy = torch.nn.functional.cross_entropy(plain.logits, batch["labels"])
+        log_p = plain.logits[1].log_softmax(-1)
+        log_q = model(input_ids=torch.tensor([ids[0]])).logits[0].log_softmax(-1)
+    expected = cross_entropy + 2.5 * (log_p - log_q).pow(2).mean()
+    assert (log_p - log_q).abs().max() > 1e-3  # the swap changes the prediction, so the term is live
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_consistency_pulls_copies_towards_their_originals(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from distilsent import load
+    from distilsent.augment import counterfactual
+
+    data = _identity_data(tmp_path)
+    rows = [line.split("\t") for line in data.read_text().splitlines()[1:]]
+    gaps = []
+    # Weight 1: the tiny random model's log-probabilities are extreme, and a larger weight only hits
+    # the gradient clipping.
+    for weight in (0.0, 1.0):
+        config = _config(
+            data, tiny_model_dir, tmp_path / f"out{weight}", dev=None, epochs=3,
+            augment="counterfactual", augment_copies=4, consistency=weight,
+        )  # fmt: skip
+        clf = load(train(config).output)
+        # The copies training made (same rows, same seed), each against the sentence it came from.
+        texts, _, stats = counterfactual([t for t, _ in rows], [int(y) for _, y in rows], copies=4, seed=42)
+        probs = clf.predict_proba(texts)[:, 1]
+        first = len(rows)
+        gaps.append(float(np.mean([abs(probs[first + k] - probs[s]) for k, s in enumerate(stats.sources)])))
+    assert gaps[1] < 0.6 * gaps[0], gaps  # measured: 0.45 without, 0.20 with
+
+
+def test_bitfit_changes_only_biases_norms_and_the_head(tiny_model_dir: Path, tmp_path: Path) -> None:
+    data = _identity_data(tmp_path)
+    result = train(_config(data, tiny_model_dir, tmp_path / "out", dev=None, epochs=1, trainable="bitfit"))
+    before, after = (
+        load_file(tiny_model_dir / "model.safetensors"),
+        load_file(result.output / "model.safetensors"),
+    )
+    changed = {name for name in after if not torch.equal(before[name], after[name])}
+    assert "classifier.weight" in changed and any(name.endswith("sa_layer_norm.bias") for name in changed)
+    assert all(name.endswith(".bias") or "norm" in name.lower() or "classifier" in name for name in changed)
+    assert "distilbert.embeddings.word_embeddings.weight" not in changed
+
+
 def test_bad_data_fails_before_training(tiny_model_dir: Path, tmp_path: Path, tiny_tsv: Path) -> None:
     dev = tmp_path / "dev.tsv"
     dev.write_text("sentence\tlabel\ngood\t1\nodd\t7\n")
@@ -106,6 +182,9 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"early_stopping_patience": 2, "dev": None}, "dev file"),
         ({"augment": "mixup"}, "counterfactual"),
         ({"augment": "counterfactual", "augment_copies": 0}, "augment_copies"),
+        ({"consistency": 1.0}, "--augment counterfactual"),
+        ({"augment": "counterfactual", "consistency": -1.0}, "consistency"),
+        ({"trainable": "lora"}, "bitfit"),
     ],
 )
 def test_config_validation(fields, match, tmp_path: Path) -> None:

@@ -14,11 +14,11 @@ import random
 import re
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .audit import ProbeFamily, load_families
 
-__all__ = ["AugmentStats", "counterfactual", "heldout_families", "training_families"]
+__all__ = ["AugmentStats", "counterfactual", "heldout_families", "inserted_pairs", "training_families"]
 
 # Pronouns change verb agreement ("they were"); swapping them would write ungrammatical sentences.
 _SKIPPED = ("pronoun",)
@@ -70,6 +70,8 @@ class AugmentStats:
     """Sentences naming at least one identity term."""
     added: int
     """Counterfactual copies added."""
+    sources: list[int] = field(default_factory=list)
+    """For each added copy, in order, the index of the sentence it was made from."""
 
 
 def counterfactual(
@@ -113,12 +115,59 @@ def counterfactual(
         return new.lower() if match.group(1).islower() else new
 
     out_texts, out_labels = list(texts), list(labels)
-    with_terms = 0
-    for text, label in zip(texts, labels):
+    sources: list[int] = []
+    for index, (text, label) in enumerate(zip(texts, labels)):
         if not any(swappable(m) for m in pattern.finditer(text)):
             continue
-        with_terms += 1
         for _ in range(copies):
             out_texts.append(pattern.sub(swap, text))
             out_labels.append(label)
-    return out_texts, out_labels, AugmentStats(len(texts), with_terms, len(out_texts) - len(texts))
+            sources.append(index)
+    with_terms = len(set(sources))
+    return out_texts, out_labels, AugmentStats(len(texts), with_terms, len(sources), sources)
+
+
+# Neutral frames that add an identity term to any sentence without changing its sentiment. Written for
+# training only: none is, or resembles word for word, a template the audit probes with.
+_FRAMES = {
+    "country": ("{s} ( {t} )", "in {t} , {s}", "{s} , seen in {t}"),
+    "nationality": ("{s} ( a {t} production )", "{t} critics : {s}"),
+    "religion": ("{s} , says a {t} viewer", "a {t} viewer : {s}"),
+    "name": ("{t} says : {s}", "{s} , writes {t}"),
+    "person": ("a {t} says : {s}", "{s} , said the {t}"),
+}
+
+
+def inserted_pairs(
+    texts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    pairs: int,
+    seed: int = 0,
+    families: Sequence[ProbeFamily] | None = None,
+) -> tuple[list[str], list[int], list[str]]:
+    """``pairs`` training sentences with an identity term inserted, each twice with different groups.
+
+    A sentence, a family and a neutral frame are drawn at random, then two terms from two different
+    groups of that family; returns the first versions (with the sentence's label), and the second
+    versions, which the consistency loss pairs with them. Unlike :func:`counterfactual`, this reaches
+    every sentence, so the model learns that the term does not matter in any context, not only in
+    the few sentences that already name one. Held-out terms are never used.
+    """
+    if pairs < 0:
+        raise ValueError(f"pairs must not be negative, got {pairs}")
+    rng = random.Random(seed)
+    usable = [f for f in training_families(families) if f.slot in _FRAMES]
+    if not usable or not texts:
+        return [], [], []
+    firsts, out_labels, seconds = [], [], []
+    for _ in range(pairs):
+        i = rng.randrange(len(texts))
+        family = rng.choice(usable)
+        frame = rng.choice(_FRAMES[family.slot])
+        one, other = rng.sample(list(family.groups), 2)
+        first, second = (rng.choice(family.groups[g]) for g in (one, other))
+        firsts.append(frame.format(s=texts[i], t=first))
+        seconds.append(frame.format(s=texts[i], t=second))
+        out_labels.append(labels[i])
+    return firsts, out_labels, seconds

@@ -53,7 +53,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
         flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, [])]
         kind = _base_type(hints[f.name])
         required = f.default is dataclasses.MISSING
-        help_text = docs.get(f.name, "")
+        # argparse %-formats help strings; a docstring's "1 %" must stay text.
+        help_text = docs.get(f.name, "").replace("%", "%%")
         if kind is bool:
             parser.add_argument(
                 *flags, dest=f.name, action=argparse.BooleanOptionalAction, default=f.default, help=help_text

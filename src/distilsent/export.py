@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -246,13 +247,11 @@ def quantize_int8(
 
 def _weights_key(model_dir: Path, int8: bool) -> str:
     h = hashlib.sha256(f"distilsent {__version__} int8={int8}".encode())
-    for name in (
-        "config.json",
-        "model.safetensors",
-        "model.safetensors.index.json",
-        "pytorch_model.bin",
-        ONNX_FILE,
-    ):
+    index = model_dir / "model.safetensors.index.json"
+    names = ["config.json", "model.safetensors", index.name, "pytorch_model.bin", ONNX_FILE]
+    if index.is_file():  # a sharded checkpoint: its shards are the weights
+        names += sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    for name in names:
         path = model_dir / name
         if path.is_file():
             with open(path, "rb") as f:

@@ -20,6 +20,7 @@ __all__ = [
     "has_torch_weights",
     "minilm_dir",
     "resolve_model",
+    "write_update",
 ]
 
 DEFAULT_MODEL = "default"
@@ -66,6 +67,11 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
         raise ModelFormatError(f"{path} has no tokenizer: expected tokenizer.json or vocab.txt")
     return path.resolve()
+
+
+def has_safetensors(path: Path) -> bool:
+    """Whether ``path`` holds safetensors weights, in one file or sharded."""
+    return any((path / name).is_file() for name in _SAFE_WEIGHTS)
 
 
 def has_torch_weights(path: Path) -> bool:
@@ -148,3 +154,43 @@ def resolve_model(
     return check_model_dir(
         _from_hub(name, allow_pickle=allow_pickle, revision=revision), allow_pickle=allow_pickle
     )
+
+
+UPDATE_SHARD = "model-00002-of-00002.safetensors"
+BASE_SHARD = "model-00001-of-00002.safetensors"
+
+
+def write_update(trained: Path, base_weights: Path, output: Path, *, max_fraction: float = 0.25) -> list[str]:
+    """Store ``trained``'s weights in ``output`` as ``base_weights`` plus a shard of what changed.
+
+    For a model re-trained from ``base_weights`` with most tensors frozen (``--trainable bitfit``):
+    the base file is kept byte for byte as the first shard, the tensors whose values changed go to a
+    second shard, and ``model.safetensors.index.json`` maps every tensor to the shard holding its
+    current value. transformers (and accelerate) read the shards in order, so the second shard's
+    tensors replace the stale copies in the first. Kept in git, the base file is the same blob as
+    before and the update costs only the changed tensors. Returns the changed tensors' names.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    base, new = load_file(base_weights), load_file(Path(trained) / "model.safetensors")
+    if base.keys() != new.keys() or any(base[k].shape != new[k].shape for k in base):
+        raise ModelFormatError(f"{trained} does not have the tensors of {base_weights}; not an update of it")
+    changed = sorted(k for k in new if new[k].dtype != base[k].dtype or not torch.equal(new[k], base[k]))
+    changed_bytes = sum(new[k].numel() * new[k].element_size() for k in changed)
+    total_bytes = sum(t.numel() * t.element_size() for t in new.values())
+    if changed_bytes > max_fraction * total_bytes:
+        raise ValueError(
+            f"{len(changed)} tensors changed ({changed_bytes / total_bytes:.0%} of the weights); an update "
+            "only pays when few did — save the model as a whole instead"
+        )
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    if Path(base_weights).resolve() != (output / BASE_SHARD).resolve():
+        (output / BASE_SHARD).write_bytes(Path(base_weights).read_bytes())
+    save_file({k: new[k].contiguous() for k in changed}, output / UPDATE_SHARD, metadata={"format": "pt"})
+    weight_map = {k: UPDATE_SHARD if k in changed else BASE_SHARD for k in sorted(new)}
+    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+    (output / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (output / "model.safetensors").unlink(missing_ok=True)
+    return changed

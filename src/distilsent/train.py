@@ -89,6 +89,20 @@ class TrainConfig(Config):
     religions, names, gendered nouns) swapped across groups, same label; see distilsent.augment."""
     augment_copies: int = 2
     """With augment: copies per sentence that names an identity term."""
+    augment_insert: int = 0
+    """With augment: also add this many training sentences with an identity term inserted in a neutral
+    frame (e.g. '<sentence> ( <country> )'), each paired for the consistency loss with the same
+    sentence naming another group; see distilsent.augment.inserted_pairs."""
+    consistency: float = 0.0
+    """With augment: weight of a counterfactual logit-pairing loss — the mean squared difference between
+    the log-probabilities of each copy and of the sentence it was made from, added to the
+    cross-entropy, so the prediction itself (not only the label) stops depending on the swapped term.
+    0 = off."""
+    trainable: str = "all"
+    """'all' parameters, or 'bitfit': only biases, LayerNorms and the classifier head (about 1 % of the
+    weights; for adjusting an already fine-tuned model with a small change)."""
+    top_layers: int = 0
+    """With trainable 'bitfit': also train every weight of this many top transformer layers."""
 
     def __post_init__(self) -> None:
         positive = {
@@ -112,6 +126,20 @@ class TrainConfig(Config):
             raise ValueError(f"augment must be 'counterfactual' (or unset), not {self.augment!r}")
         if self.augment_copies < 1:
             raise ValueError(f"augment_copies must be at least 1, got {self.augment_copies}")
+        if self.augment_insert < 0:
+            raise ValueError(f"augment_insert must not be negative, got {self.augment_insert}")
+        if self.augment_insert and self.augment is None:
+            raise ValueError("augment_insert is part of the augmentation: add --augment counterfactual")
+        if self.consistency < 0:
+            raise ValueError(f"consistency must not be negative, got {self.consistency}")
+        if self.consistency > 0 and self.augment is None:
+            raise ValueError(
+                "consistency pairs sentences with their swapped copies: add --augment counterfactual"
+            )
+        if self.trainable not in ("all", "bitfit"):
+            raise ValueError(f"trainable must be 'all' or 'bitfit', not {self.trainable!r}")
+        if self.top_layers < 0 or (self.top_layers and self.trainable != "bitfit"):
+            raise ValueError("top_layers must be a non-negative count, used with --trainable bitfit")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
         if self.early_stopping_patience is not None and self.dev is None:
@@ -182,6 +210,64 @@ def _tokenize(tokenizer: Any, texts: list[str], labels: list[int], max_length: i
         {"input_ids": ids, "attention_mask": mask, "labels": label}
         for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)
     ]
+
+
+def _is_bitfit(name: str) -> bool:
+    return (
+        name.endswith(".bias")
+        or "layer_norm" in name
+        or "LayerNorm" in name
+        or name.startswith(("pre_classifier.", "classifier."))
+    )
+
+
+class _PairCollator:
+    """Pads a batch; copies that carry their original sentence also get it padded as a second batch."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        from transformers import DataCollatorWithPadding
+
+        self._pad = DataCollatorWithPadding(tokenizer)
+
+    def __call__(self, features: list[dict]) -> dict[str, Any]:
+        import torch
+
+        rows = [i for i, f in enumerate(features) if "pair_input_ids" in f]
+        batch = self._pad([{k: v for k, v in f.items() if not k.startswith("pair_")} for f in features])
+        if rows:
+            pairs = self._pad([{"input_ids": features[i]["pair_input_ids"]} for i in rows])
+            batch["pair_input_ids"] = pairs["input_ids"]
+            batch["pair_attention_mask"] = pairs["attention_mask"]
+            batch["pair_rows"] = torch.tensor(rows)
+        return batch
+
+
+def _pairing_trainer(weight: float) -> type:
+    from transformers import Trainer
+
+    class PairingTrainer(Trainer):
+        """Cross-entropy plus ``weight`` × the counterfactual logit-pairing loss (Garg et al., 2019)."""
+
+        def compute_loss(
+            self,
+            model: Any,
+            inputs: dict[str, Any],
+            return_outputs: bool = False,
+            num_items_in_batch: Any = None,
+        ) -> Any:
+            pair_ids = inputs.pop("pair_input_ids", None)
+            pair_mask = inputs.pop("pair_attention_mask", None)
+            rows = inputs.pop("pair_rows", None)
+            loss, outputs = super().compute_loss(
+                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+            )
+            if pair_ids is not None and model.training:
+                log_p = outputs.logits[rows].log_softmax(-1)
+                log_q = model(input_ids=pair_ids, attention_mask=pair_mask).logits.log_softmax(-1)
+                loss = loss + weight * (log_p - log_q).pow(2).mean()
+            return (loss, outputs) if return_outputs else loss
+
+    return PairingTrainer
 
 
 def _metrics(eval_pred: Any) -> dict[str, float]:
@@ -267,9 +353,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         )
 
     train_texts = train_data.texts
+    pair_texts: dict[int, str] = {}  # training row -> the sentence its prediction is paired with
     if config.augment == "counterfactual":
-        from .augment import counterfactual
+        from .augment import counterfactual, inserted_pairs
 
+        originals = train_texts
         train_texts, train_ids, stats = counterfactual(
             train_texts, train_ids, copies=config.augment_copies, seed=config.seed
         )
@@ -279,7 +367,26 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             stats.sentences,
             stats.added,
         )
+        first_copy = len(train_texts) - stats.added
+        pair_texts = {first_copy + k: originals[source] for k, source in enumerate(stats.sources)}
+        if config.augment_insert:
+            firsts, labels, seconds = inserted_pairs(
+                originals, train_ids[: len(originals)], pairs=config.augment_insert, seed=config.seed
+            )
+            pair_texts.update({len(train_texts) + k: second for k, second in enumerate(seconds)})
+            train_texts, train_ids = train_texts + firsts, train_ids + labels
+            logger.warning("%d sentences with an inserted identity term added", len(firsts))
     train_set = _tokenize(tokenizer, train_texts, train_ids, config.max_length)
+    if config.consistency > 0 and pair_texts:
+        rows = sorted(pair_texts)
+        encoded = tokenizer([pair_texts[r] for r in rows], truncation=True, max_length=config.max_length)
+        for row, ids in zip(rows, encoded["input_ids"]):
+            train_set[row]["pair_input_ids"] = ids
+    if config.trainable == "bitfit":
+        layers = model.config.n_layers
+        top = tuple(f"distilbert.transformer.layer.{k}." for k in range(layers - config.top_layers, layers))
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(_is_bitfit(name) or name.startswith(top))
     dev_set = _tokenize(tokenizer, dev_data.texts, dev_ids, config.max_length) if dev_data else None
     strategy = "steps" if config.eval_steps else "epoch"
     args = TrainingArguments(
@@ -305,17 +412,22 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         logging_steps=config.logging_steps,
         report_to="none",
         disable_tqdm=False,
+        # The pair fields are ours; the Trainer would drop them as unknown to the model's forward.
+        remove_unused_columns=config.consistency == 0,
         **_precision(config.precision),
     )
     callbacks = []
     if config.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = Trainer(
+    trainer_class = _pairing_trainer(config.consistency) if config.consistency > 0 else Trainer
+    trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=dev_set,
-        data_collator=DataCollatorWithPadding(tokenizer),
+        data_collator=_PairCollator(tokenizer)
+        if config.consistency > 0
+        else DataCollatorWithPadding(tokenizer),
         compute_metrics=_metrics,
         callbacks=callbacks,
     )

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .._exceptions import ModelFormatError
+from ..models import has_safetensors
 
 __all__ = ["TorchEngine", "resolve_device"]
 
@@ -65,7 +66,7 @@ class TorchEngine:
         hf_logging.disable_progress_bar()
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=dtype, use_safetensors=(model_dir / "model.safetensors").is_file() or None
+                model_dir, dtype=dtype, use_safetensors=has_safetensors(model_dir) or None
             )
         finally:
             if bar_was_on:

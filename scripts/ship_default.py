@@ -1,0 +1,46 @@
+"""Install a retrained model as the default bundled with distilsent, as an update of the current one.
+
+The default's weights are kept in git, where every new version is a new 45 MB blob. A default retrained
+from the current one with most tensors frozen (``distilsent train --init default --trainable bitfit``)
+is stored instead as the current weights file, unchanged (renamed to the first shard, the same blob),
+plus a second shard with the tensors that changed (see ``distilsent.models.write_update``).
+
+    python scripts/ship_default.py runs/mitigated
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+from distilsent.models import BASE_SHARD, DEFAULT_MODEL_DIR, write_update
+
+_COPIED = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "README.md",
+    "train_config.json",
+    "train_metrics.json",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trained", type=Path, help="model directory written by distilsent train")
+    parser.add_argument("--default-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    args = parser.parse_args()
+    target: Path = args.default_dir
+    if (target / "model.safetensors").is_file():
+        (target / "model.safetensors").rename(target / BASE_SHARD)
+    changed = write_update(args.trained, target / BASE_SHARD, target)
+    for name in _COPIED:
+        if (args.trained / name).is_file():
+            shutil.copyfile(args.trained / name, target / name)
+    print(f"{target}: {len(changed)} tensors updated, base weights kept as {BASE_SHARD}")
+
+
+if __name__ == "__main__":
+    main()
