@@ -222,7 +222,8 @@ def _is_bitfit(name: str) -> bool:
 
 
 class _PairCollator:
-    """Pads a batch; copies that carry their original sentence also get it padded as a second batch."""
+    """Pads a batch; copies that carry their original sentence also get it padded as a second batch
+    (without pairs, exactly ``DataCollatorWithPadding``)."""
 
     def __init__(self, tokenizer: Any) -> None:
         from transformers import DataCollatorWithPadding
@@ -314,7 +315,6 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     import torch
     from transformers import (
         AutoTokenizer,
-        DataCollatorWithPadding,
         DistilBertForSequenceClassification,
         EarlyStoppingCallback,
         Trainer,
@@ -353,7 +353,8 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         )
 
     train_texts = train_data.texts
-    pair_texts: dict[int, str] = {}  # training row -> the sentence its prediction is paired with
+    copy_sources: dict[int, int] = {}  # training row of a counterfactual copy -> row it was made from
+    seconds: list[str] = []  # for each inserted sentence, in order: its version naming another group
     if config.augment == "counterfactual":
         from .augment import counterfactual, inserted_pairs
 
@@ -367,21 +368,25 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
             stats.sentences,
             stats.added,
         )
-        first_copy = len(train_texts) - stats.added
-        pair_texts = {first_copy + k: originals[source] for k, source in enumerate(stats.sources)}
+        first_copy = len(originals)
+        copy_sources = {first_copy + k: source for k, source in enumerate(stats.sources)}
         if config.augment_insert:
             firsts, labels, seconds = inserted_pairs(
                 originals, train_ids[: len(originals)], pairs=config.augment_insert, seed=config.seed
             )
-            pair_texts.update({len(train_texts) + k: second for k, second in enumerate(seconds)})
             train_texts, train_ids = train_texts + firsts, train_ids + labels
             logger.warning("%d sentences with an inserted identity term added", len(firsts))
     train_set = _tokenize(tokenizer, train_texts, train_ids, config.max_length)
-    if config.consistency > 0 and pair_texts:
-        rows = sorted(pair_texts)
-        encoded = tokenizer([pair_texts[r] for r in rows], truncation=True, max_length=config.max_length)
-        for row, ids in zip(rows, encoded["input_ids"]):
-            train_set[row]["pair_input_ids"] = ids
+    if config.consistency > 0:
+        # A copy's original is already tokenized in the training set; only inserted pairs are new.
+        for row, source in copy_sources.items():
+            train_set[row]["pair_input_ids"] = train_set[source]["input_ids"]
+        first_inserted = len(train_set) - len(seconds)
+        encoded = (
+            tokenizer(seconds, truncation=True, max_length=config.max_length)["input_ids"] if seconds else []
+        )
+        for k, ids in enumerate(encoded):
+            train_set[first_inserted + k]["pair_input_ids"] = ids
     if config.trainable == "bitfit":
         layers = model.config.n_layers
         top = tuple(f"distilbert.transformer.layer.{k}." for k in range(layers - config.top_layers, layers))
@@ -425,9 +430,7 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         args=args,
         train_dataset=train_set,
         eval_dataset=dev_set,
-        data_collator=_PairCollator(tokenizer)
-        if config.consistency > 0
-        else DataCollatorWithPadding(tokenizer),
+        data_collator=_PairCollator(tokenizer),
         compute_metrics=_metrics,
         callbacks=callbacks,
     )
