@@ -143,6 +143,31 @@ def test_consistency_pulls_copies_towards_their_originals(tiny_model_dir: Path, 
     assert gaps[1] < 0.6 * gaps[0], gaps  # measured: 0.45 without, 0.20 with
 
 
+def test_inserted_pairs_train_with_the_consistency_loss(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distilsent.train import _PairCollator
+
+    seen: list[int] = []
+    collate = _PairCollator.__call__
+
+    def counting(self, features):
+        seen.append(sum("pair_input_ids" in f for f in features))
+        return collate(self, features)
+
+    monkeypatch.setattr(_PairCollator, "__call__", counting)
+
+    config = _config(
+        _identity_data(tmp_path), tiny_model_dir, tmp_path / "out", dev=None, epochs=1,
+        augment="counterfactual", augment_insert=24, consistency=1.0,
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="distilsent.train"):
+        train(config)
+    assert "24 sentences with an inserted identity term added" in caplog.text
+    # 16 counterfactual copies + 24 inserted sentences carry a pair; the 16 originals do not.
+    assert sum(seen) == 16 + 24, seen
+
+
 def test_bitfit_changes_only_biases_norms_and_the_head(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = _identity_data(tmp_path)
     result = train(_config(data, tiny_model_dir, tmp_path / "out", dev=None, epochs=1, trainable="bitfit"))
