@@ -52,7 +52,7 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
         json.loads((path / "config.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelFormatError(f"{path}/config.json is not valid JSON: {e}") from None
-    has_safe = any((path / name).is_file() for name in _SAFE_WEIGHTS)
+    has_safe = has_safetensors(path)
     has_pickle = any((path / name).is_file() for name in _PICKLE_WEIGHTS)
     has_onnx = (path / "model.onnx").is_file()  # an export for the onnx backends
     # Whenever torch weights would come from the pickle (an ONNX file beside it included: the torch
