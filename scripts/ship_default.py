@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 
+from distilsent import DistilsentError
 from distilsent.models import BASE_SHARD, DEFAULT_MODEL_DIR, write_update
 
 _COPIED = (
@@ -33,9 +35,16 @@ def main() -> None:
     parser.add_argument("--default-dir", type=Path, default=DEFAULT_MODEL_DIR)
     args = parser.parse_args()
     target: Path = args.default_dir
-    if (target / "model.safetensors").is_file():
-        (target / "model.safetensors").rename(target / BASE_SHARD)
-    changed = write_update(args.trained, target / BASE_SHARD, target)
+    # The first update finds one weights file; later ones the base shard. write_update checks the
+    # model before it writes anything, so a refused update leaves the default as it was.
+    base = target / "model.safetensors"
+    if not base.is_file():
+        base = target / BASE_SHARD
+    try:
+        changed = write_update(args.trained, base, target)
+    except (OSError, ValueError, DistilsentError) as e:
+        print(f"ship_default: {e}", file=sys.stderr)
+        sys.exit(2)
     for name in _COPIED:
         if (args.trained / name).is_file():
             shutil.copyfile(args.trained / name, target / name)
