@@ -120,6 +120,66 @@ def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_d
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_distill_adds_the_gap_to_a_frozen_teacher_on_unpaired_sentences(tiny_model_dir: Path) -> None:
+    import copy
+
+    from transformers import AutoTokenizer, DistilBertForSequenceClassification, TrainingArguments
+
+    from distilsent.train import _PairCollator, _pairing_trainer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = DistilBertForSequenceClassification.from_pretrained(
+        tiny_model_dir, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0
+    )
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)
+    with torch.no_grad():
+        teacher.classifier.bias.add_(torch.tensor([1.5, -1.5]))  # a teacher that disagrees
+    ids = tokenizer(["a film from france", "a film from peru", "dull"])["input_ids"]
+    features = [
+        {"input_ids": ids[0], "labels": 1},
+        {"input_ids": ids[1], "labels": 1, "pair_input_ids": ids[0]},
+        {"input_ids": ids[2], "labels": 0},
+    ]
+    batch = _PairCollator(tokenizer)(features)
+    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    trainer = _pairing_trainer(2.5, 0.5, teacher)(model=model, args=args)
+    model.train()
+    loss = trainer.compute_loss(model, dict(batch))
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+
+    def log_probs(net: torch.nn.Module, i: int) -> torch.Tensor:
+        return net(input_ids=torch.tensor([ids[i]])).logits[0].log_softmax(-1)
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        cross_entropy = torch.nn.functional.cross_entropy(logits, batch["labels"])
+        pairing = (log_probs(model, 1) - log_probs(model, 0)).pow(2).mean()
+        # Rows 0 and 2 name nothing swapped: they are held to the teacher; the copy (row 1) is not.
+        kept = [(log_probs(model, i) - log_probs(teacher, i)).pow(2).mean() for i in (0, 2)]
+    assert min(k.item() for k in kept) > 1e-3
+    expected = cross_entropy + 2.5 * pairing + 0.5 * (kept[0] + kept[1]) / 2
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_distill_keeps_the_starting_models_predictions(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from distilsent import load
+
+    data = _identity_data(tmp_path)
+    texts = [line.split("\t")[0] for line in data.read_text().splitlines()[1:]]
+    start = load(tiny_model_dir).predict_proba(texts)[:, 1]
+    moved = []
+    # Adam moves each weight by about the learning rate whatever its gradient, so at this file's usual
+    # 2e-3 the tiny model drifts either way (measured: 0.22 without, 0.33 with); at 5e-4 it does not.
+    for distill in (0.0, 5.0):
+        config = _config(
+            data, tiny_model_dir, tmp_path / f"out{distill}", dev=None, epochs=3, learning_rate=5e-4,
+            distill=distill,
+        )  # fmt: skip
+        moved.append(float(np.abs(load(train(config).output).predict_proba(texts)[:, 1] - start).mean()))
+    assert moved[1] < 0.5 * moved[0], moved  # measured: 0.21 without, 0.08 with
+
+
 def test_consistency_pulls_copies_towards_their_originals(tiny_model_dir: Path, tmp_path: Path) -> None:
     from distilsent import load
     from distilsent.augment import counterfactual
@@ -209,6 +269,7 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"augment": "counterfactual", "augment_copies": 0}, "augment_copies"),
         ({"consistency": 1.0}, "--augment counterfactual"),
         ({"augment": "counterfactual", "consistency": -1.0}, "consistency"),
+        ({"distill": -1.0}, "distill"),
         ({"trainable": "lora"}, "bitfit"),
     ],
 )
