@@ -69,19 +69,24 @@ def main() -> None:
                 fp32_nodes(fp32, embeddings=True, layers=(0,), last=True),
             ),
             "per-channel, fp32 emb + first + attention": (True, int8_fp32_nodes(fp32)),
+            "per-channel, 7-bit weights": (True, [], True),
+            "per-channel, 7-bit, fp32 embeddings": (True, fp32_nodes(fp32, embeddings=True), True),
+            "per-channel, 7-bit, fp32 emb + first + attention": (True, int8_fp32_nodes(fp32), True),
         }
         reference = None
         print(f"model: {model_dir}; dev {len(y)} sentences; second set {len(second)} train phrases")
-        print(f"{'variant':<44}{'dev acc':>9}{'drop pt':>9}{'agree dev':>11}{'agree 2nd':>11}{'texts/s':>9}")
+        print(f"{'variant':<50}{'dev acc':>9}{'drop pt':>9}{'agree dev':>11}{'agree 2nd':>11}{'texts/s':>9}")
         for name, spec in variants.items():
             path = fp32
             if spec is not None:
-                per_channel, exclude = spec
+                per_channel, exclude, *rest = spec
+                reduce_range = bool(rest and rest[0])
                 path = quantize_int8(
                     fp32,
-                    Path(tmp) / f"{len(exclude)}-{per_channel}.onnx",
+                    Path(tmp) / f"{len(exclude)}-{per_channel}-{reduce_range}.onnx",
                     per_channel=per_channel,
                     exclude=exclude,
+                    reduce_range=reduce_range,
                 )
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
             dev_logits, tps = logits(session, dev.texts)
@@ -93,7 +98,7 @@ def main() -> None:
             agree_dev = 100 * (dev_logits.argmax(1) == reference[0]).mean()
             agree_2nd = 100 * (second_logits.argmax(1) == reference[1]).mean()
             print(
-                f"{name:<44}{acc:>8.2f}%{base - acc:>9.2f}{agree_dev:>10.2f}%{agree_2nd:>10.2f}%{tps:>9.1f}"
+                f"{name:<50}{acc:>8.2f}%{base - acc:>9.2f}{agree_dev:>10.2f}%{agree_2nd:>10.2f}%{tps:>9.1f}"
             )
 
 

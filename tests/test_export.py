@@ -41,6 +41,23 @@ def test_int8_backend_runs(tiny_model_dir: Path, tiny_classifier) -> None:
     assert np.isfinite(clf.logits(TEXTS)).all()
 
 
+def test_fp32_nodes_name_the_parts_the_int8_recipe_keeps(tiny_model_dir: Path) -> None:
+    from distilsent.export import cached_onnx, fp32_nodes
+
+    path = cached_onnx(tiny_model_dir)
+    assert fp32_nodes(path, embeddings=True) == ["EmbedLayerNormalization_0"]
+    first = fp32_nodes(path, embeddings=False, layers=(0,))
+    assert "Attention_0" in first and all(
+        n == "Attention_0" or n.startswith("/distilbert/transformer/layer.0/") for n in first
+    )
+    assert {n.split("/")[-2] for n in first if n != "Attention_0"} == {"out_lin", "lin1", "lin2"}
+    # The tiny model has 2 layers; the last, computed for [CLS] only, is outside /distilbert/.
+    last = fp32_nodes(path, embeddings=False, last=True)
+    assert {"/q_lin/MatMul", "/k_lin/MatMul", "/v_lin/MatMul", "/out_lin/MatMul"} <= set(last)
+    assert {"/ffn/lin1/MatMul", "/ffn/lin2/MatMul"} <= set(last)
+    assert not set(last) & set(first)
+
+
 def test_export_is_cached_by_weights(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, private_cache: Path
 ) -> None:

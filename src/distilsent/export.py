@@ -192,7 +192,8 @@ def fp32_nodes(
 
     Names follow our exporter and ORT's fusions: ``EmbedLayerNormalization_0``, ``Attention_{i}`` and
     ``.../distilbert/transformer/layer.{i}/...`` for a layer's other matrix products; the last layer,
-    computed for ``[CLS]`` only, is ``/last/...``.
+    computed for ``[CLS]`` only by our own module, has the only matrix products outside
+    ``/distilbert/`` (``/q_lin/MatMul``, ``/ffn/lin1/MatMul``, ...).
     """
     import onnx
 
@@ -202,6 +203,7 @@ def fp32_nodes(
         if (
             (embeddings and node.op_type == "EmbedLayerNormalization")
             or (attention and node.op_type == "Attention")
+            or (last and node.op_type == "MatMul" and not node.name.startswith("/distilbert/"))
             or any(
                 node.name == f"Attention_{i}" or node.name.startswith(f"/distilbert/transformer/layer.{i}/")
                 for i in layers
@@ -224,9 +226,17 @@ def int8_fp32_nodes(fp32_path: Path) -> list[str]:
 
 
 def quantize_int8(
-    fp32_path: Path, int8_path: Path, *, per_channel: bool = True, exclude: list[str] | None = None
+    fp32_path: Path,
+    int8_path: Path,
+    *,
+    per_channel: bool = True,
+    exclude: list[str] | None = None,
+    reduce_range: bool = False,
 ) -> Path:
-    """Dynamic int8 quantization of the matrix products; ``exclude`` names nodes left in fp32."""
+    """Dynamic int8 quantization of the matrix products; ``exclude`` names nodes left in fp32.
+
+    ``reduce_range`` stores 7-bit weights: without VNNI, x86 multiplies uint8 × int8 with an
+    instruction whose int16 pair sums can saturate, and 7-bit weights rule that out."""
     _require_onnx()
     from onnx import TensorProto
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -238,6 +248,7 @@ def quantize_int8(
             int8_path,
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            reduce_range=reduce_range,
             nodes_to_exclude=exclude or [],
             # Shape inference cannot type the outputs of ORT's fused (contrib) operators.
             extra_options={"DefaultTensorType": TensorProto.FLOAT},
