@@ -45,6 +45,11 @@ def main() -> None:
     except (OSError, ValueError, DistilsentError) as e:
         print(f"ship_default: {e}", file=sys.stderr)
         sys.exit(2)
+    # The retrained model's train_config.json says "init: default"; keep the record of how that
+    # default was trained in the first place.
+    first_recipe = target / "train_config.base.json"
+    if (target / "train_config.json").is_file() and not first_recipe.exists():
+        shutil.copyfile(target / "train_config.json", first_recipe)
     for name in _COPIED:
         if (args.trained / name).is_file():
             shutil.copyfile(args.trained / name, target / name)

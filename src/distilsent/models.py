@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 from ._exceptions import ModelFormatError, ModelNotFoundError, UnsafeCheckpointError
@@ -189,6 +190,8 @@ def write_update(trained: Path, base_weights: Path, output: Path, *, max_fractio
     if Path(base_weights).resolve() != (output / BASE_SHARD).resolve():
         (output / BASE_SHARD).write_bytes(Path(base_weights).read_bytes())
     save_file({k: new[k].contiguous() for k in changed}, output / UPDATE_SHARD, metadata={"format": "pt"})
+    # safetensors writes owner-only files; an installed package must be readable by its users.
+    shutil.copymode(output / BASE_SHARD, output / UPDATE_SHARD)
     weight_map = {k: UPDATE_SHARD if k in changed else BASE_SHARD for k in sorted(new)}
     index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
     (output / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
