@@ -3,7 +3,7 @@
 >>> import distilsent
 >>> clf = distilsent.load("default")
 >>> clf.predict("Hello, my dog is cute")
-Prediction(label='POSITIVE', score=0.998..., scores={'NEGATIVE': 0.001..., 'POSITIVE': 0.998...})
+Prediction(label='POSITIVE', score=0.993..., scores={'POSITIVE': 0.993..., 'NEGATIVE': 0.006...})
 """
 
 from __future__ import annotations
