@@ -270,6 +270,7 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"consistency": 1.0}, "--augment counterfactual"),
         ({"augment": "counterfactual", "consistency": -1.0}, "consistency"),
         ({"distill": -1.0}, "distill"),
+        ({"distill": 1.0, "augment": "counterfactual"}, "--consistency"),
         ({"trainable": "lora"}, "bitfit"),
     ],
 )

@@ -144,6 +144,9 @@ class TrainConfig(Config):
             )
         if self.distill < 0:
             raise ValueError(f"distill must not be negative, got {self.distill}")
+        if self.distill > 0 and self.augment is not None and self.consistency == 0:
+            # Only pairs mark the copies; unmarked, they would be held to the biased teacher's scores.
+            raise ValueError("distill with --augment needs --consistency W, which marks the copies")
         if self.trainable not in ("all", "bitfit"):
             raise ValueError(f"trainable must be 'all' or 'bitfit', not {self.trainable!r}")
         if self.top_layers < 0 or (self.top_layers and self.trainable != "bitfit"):
