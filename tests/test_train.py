@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -88,10 +89,12 @@ def _identity_data(tmp_path: Path) -> Path:
     return data
 
 
-def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_dir: Path) -> None:
+def _paired_batch(tiny_model_dir: Path) -> tuple[torch.nn.Module, list[list[int]], dict, Any]:
+    """The tiny model without dropout, three sentences' ids, their collated batch in which sentence 1
+    is a copy of sentence 0, and training arguments for a trainer that is never run."""
     from transformers import AutoTokenizer, DistilBertForSequenceClassification, TrainingArguments
 
-    from distilsent.train import _PairCollator, _pairing_trainer
+    from distilsent.train import _PairCollator
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # No dropout: the pairing term is only added in training mode, and must be reproducible here.
@@ -105,8 +108,15 @@ def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_d
         {"input_ids": ids[2], "labels": 0},
     ]
     batch = _PairCollator(tokenizer)(features)
-    assert batch["pair_rows"].tolist() == [1] and batch["pair_input_ids"].shape[0] == 1
     args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
+    return model, ids, batch, args
+
+
+def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_dir: Path) -> None:
+    from distilsent.train import _pairing_trainer
+
+    model, ids, batch, args = _paired_batch(tiny_model_dir)
+    assert batch["pair_rows"].tolist() == [1] and batch["pair_input_ids"].shape[0] == 1
     trainer = _pairing_trainer(2.5)(model=model, args=args)
     model.train()
     loss = trainer.compute_loss(model, dict(batch))
@@ -123,25 +133,12 @@ def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_d
 def test_distill_adds_the_gap_to_a_frozen_teacher_on_unpaired_sentences(tiny_model_dir: Path) -> None:
     import copy
 
-    from transformers import AutoTokenizer, DistilBertForSequenceClassification, TrainingArguments
+    from distilsent.train import _pairing_trainer
 
-    from distilsent.train import _PairCollator, _pairing_trainer
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = DistilBertForSequenceClassification.from_pretrained(
-        tiny_model_dir, dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0
-    )
+    model, ids, batch, args = _paired_batch(tiny_model_dir)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
     with torch.no_grad():
         teacher.classifier.bias.add_(torch.tensor([1.5, -1.5]))  # a teacher that disagrees
-    ids = tokenizer(["a film from france", "a film from peru", "dull"])["input_ids"]
-    features = [
-        {"input_ids": ids[0], "labels": 1},
-        {"input_ids": ids[1], "labels": 1, "pair_input_ids": ids[0]},
-        {"input_ids": ids[2], "labels": 0},
-    ]
-    batch = _PairCollator(tokenizer)(features)
-    args = TrainingArguments(output_dir="unused", report_to="none", use_cpu=True)
     trainer = _pairing_trainer(2.5, 0.5, teacher)(model=model, args=args)
     model.train()
     loss = trainer.compute_loss(model, dict(batch))
