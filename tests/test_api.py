@@ -142,3 +142,52 @@ def test_public_api_is_declared_once() -> None:
     assert {"load", "Classifier", "Prediction", "LoadConfig", "train", "TrainConfig"} <= set(
         distilsent.__all__
     )
+
+
+def test_long_lists_are_tokenized_in_chunks_with_the_same_result(tiny_classifier, monkeypatch) -> None:
+    import distilsent.api
+
+    texts = [f"good film {i}" if i % 3 else "bad plot" for i in range(50)]
+    whole = tiny_classifier.logits(texts)
+    monkeypatch.setattr(distilsent.api, "_TOKENIZE_CHUNK", 7)
+    chunks = []
+    encode = tiny_classifier.tokenizer.encode_batch
+    monkeypatch.setattr(
+        tiny_classifier.tokenizer, "encode_batch", lambda t: chunks.append(len(t)) or encode(t)
+    )
+    np.testing.assert_allclose(tiny_classifier.logits(texts), whole, atol=1e-5)
+    assert chunks == [7] * 4 + [6]  # 34 distinct texts
+
+
+def test_gc_is_paused_only_inside_the_block() -> None:
+    import gc
+
+    from distilsent._gc import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's choice is left alone
+    finally:
+        gc.enable()
+
+
+def test_batch_size_defaults_to_what_the_device_needs(tiny_model_dir: Path, monkeypatch) -> None:
+    import distilsent.api
+
+    assert distilsent.load(tiny_model_dir, device="cpu").batch_size == 32
+    assert distilsent.load(tiny_model_dir, device="cpu", batch_size=8).batch_size == 8
+    real = distilsent.api.create_engine
+
+    def on_a_gpu(*args, **kwargs):
+        engine = real(*args, **kwargs)
+        engine.device = "cuda:0"
+        return engine
+
+    monkeypatch.setattr(distilsent.api, "create_engine", on_a_gpu)
+    assert distilsent.load(tiny_model_dir, device="cpu").batch_size == 1024

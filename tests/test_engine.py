@@ -8,7 +8,7 @@ import torch
 from transformers import DistilBertForSequenceClassification
 
 from distilsent.engine import create_engine, partition, run_batches
-from distilsent.tokenization import TextTokenizer
+from distilsent.tokenization import TextTokenizer, TokenBatch
 
 
 class FakeEngine:
@@ -17,78 +17,98 @@ class FakeEngine:
     backend = "fake"
     device = "cpu"
 
-    def __init__(self, limit: int = 10_000) -> None:
+    def __init__(self, limit: int = 10_000, token_limit: int = 1_000_000) -> None:
         self.limit = limit
+        self.token_limit = token_limit
         self.calls: list[int] = []
+        self.shapes: list[tuple[int, int]] = []
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        if len(input_ids) > self.limit:
+        if len(input_ids) > self.limit or input_ids.size > self.token_limit:
             raise MemoryError("fake OOM")
         self.calls.append(len(input_ids))
+        self.shapes.append(input_ids.shape)
         return np.stack([attention_mask.sum(1), -attention_mask.sum(1)], axis=1).astype(np.float32)
 
     def num_parameters(self) -> int:
         return 0
 
 
-def _pad(batch):
-    width = max(map(len, batch))
-    ids = np.zeros((len(batch), width), dtype=np.int64)
-    mask = np.zeros_like(ids)
-    for i, row in enumerate(batch):
-        ids[i, : len(row)] = row
-        mask[i, : len(row)] = 1
-    return ids, mask
+class QueueingEngine(FakeEngine):
+    """A GPU-like engine: ``launch`` queues a batch, the returned function waits for it."""
+
+    def __init__(self, limit: int = 10_000, token_limit: int = 1_000_000) -> None:
+        super().__init__(limit, token_limit)
+        self.events: list[str] = []
+
+    def launch(self, input_ids: np.ndarray, attention_mask: np.ndarray):
+        logits = self(input_ids, attention_mask)
+        batch = len(self.calls)
+        self.events.append(f"launch {batch}")
+
+        def wait() -> np.ndarray:
+            self.events.append(f"wait {batch}")
+            return logits
+
+        return wait
+
+
+def _tokens(lengths) -> TokenBatch:
+    return TokenBatch.from_lists([[7] * int(n) for n in lengths])
 
 
 def test_results_come_back_in_input_order() -> None:
     rng = np.random.default_rng(0)
-    seqs = [[1] * int(n) for n in rng.integers(1, 50, size=101)]
-    logits, size = run_batches(FakeEngine(), seqs, _pad, batch_size=8)
-    assert logits[:, 0].tolist() == [len(s) for s in seqs]
+    lengths = rng.integers(1, 50, size=101)
+    logits, size = run_batches(FakeEngine(), _tokens(lengths), 0, batch_size=8)
+    assert logits[:, 0].tolist() == lengths.tolist()
     assert size == 8
 
 
 def test_batches_are_length_sorted_so_padding_is_small() -> None:
-    seqs = [[1] * n for n in (50, 2, 49, 3, 48, 4)]
-    widths = []
-
-    def pad(batch):
-        widths.append(max(map(len, batch)))
-        return _pad(batch)
-
-    run_batches(FakeEngine(), seqs, pad, batch_size=2)
-    assert widths == [3, 48, 50]
+    engine = FakeEngine()
+    run_batches(engine, _tokens([50, 2, 49, 3, 48, 4]), 0, batch_size=2)
+    assert [width for _, width in engine.shapes] == [3, 48, 50]
 
 
 def test_token_budget_keeps_padded_batches_under_the_cap() -> None:
     engine = FakeEngine()
-    seqs = [[1] * n for n in [5] * 20 + [100] * 6]
-    shapes = []
-
-    def pad(batch):
-        ids, mask = _pad(batch)
-        shapes.append(ids.shape)
-        return ids, mask
-
-    logits, _ = run_batches(engine, seqs, pad, batch_size=16, max_tokens=256)
-    assert all(rows * width <= 256 for rows, width in shapes)
-    assert (16, 5) in shapes  # short texts still fill a batch
-    assert logits[:, 0].tolist() == [len(s) for s in seqs]
+    lengths = [5] * 20 + [100] * 6
+    logits, _ = run_batches(engine, _tokens(lengths), 0, batch_size=16, max_tokens=256)
+    assert all(rows * width <= 256 for rows, width in engine.shapes)
+    assert (16, 5) in engine.shapes  # short texts still fill a batch
+    assert logits[:, 0].tolist() == lengths
 
 
 def test_out_of_memory_halves_the_batch_and_loses_nothing() -> None:
     engine = FakeEngine(limit=5)
-    seqs = [[1] * (i % 7 + 1) for i in range(40)]
-    logits, size = run_batches(engine, seqs, _pad, batch_size=32)
+    lengths = [i % 7 + 1 for i in range(40)]
+    logits, size = run_batches(engine, _tokens(lengths), 0, batch_size=32)
     assert size == 4
     assert max(engine.calls) <= 5 and sum(engine.calls) == 40
-    assert logits[:, 0].tolist() == [len(s) for s in seqs]
+    assert logits[:, 0].tolist() == lengths
 
 
 def test_out_of_memory_at_batch_one_is_raised() -> None:
     with pytest.raises(MemoryError):
-        run_batches(FakeEngine(limit=0), [[1, 2]], _pad, batch_size=4)
+        run_batches(FakeEngine(limit=0), _tokens([2]), 0, batch_size=4)
+
+
+def test_engines_that_queue_get_the_next_batch_before_the_last_is_read() -> None:
+    engine = QueueingEngine()
+    lengths = [3] * 10
+    logits, _ = run_batches(engine, _tokens(lengths), 0, batch_size=4)
+    assert engine.events == ["launch 1", "launch 2", "wait 1", "launch 3", "wait 2", "wait 3"]
+    assert logits[:, 0].tolist() == lengths
+
+
+def test_out_of_memory_while_a_batch_is_queued_loses_nothing() -> None:
+    engine = QueueingEngine(token_limit=30)
+    lengths = [7] * 8 + [1] * 8
+    logits, size = run_batches(engine, _tokens(lengths), 0, batch_size=8)
+    assert engine.shapes == [(8, 1), (4, 7), (4, 7)]  # the first (8, 7) did not fit
+    assert engine.events == ["launch 1", "launch 2", "wait 1", "launch 3", "wait 2", "wait 3"]
+    assert size == 4 and logits[:, 0].tolist() == lengths
 
 
 def test_torch_engine_matches_the_model(tiny_model_dir: Path) -> None:
@@ -131,3 +151,33 @@ def test_partition_pads_less_than_fixed_batches_and_keeps_the_caps() -> None:
     # Equal lengths: as few calls as the batch size allows; blocks beyond 4,096 are cut too.
     assert sorted(partition(np.full(100, 10), batch_size=32)) == [4, 32, 32, 32]
     assert sum(partition(np.full(5000, 7), batch_size=64)) == 5000
+
+
+def _least_cost(lengths: np.ndarray, batch_size: int, overhead: int = 200) -> float:
+    """The exact optimum by the textbook O(n · batch_size) dynamic programme."""
+    cost = [0.0] + [float("inf")] * len(lengths)
+    for j in range(1, len(lengths) + 1):
+        for i in range(max(0, j - batch_size), j):
+            cost[j] = min(cost[j], cost[i] + (j - i) * lengths[j - 1] + overhead)
+    return cost[-1]
+
+
+def test_partition_with_gpu_sized_batches_stays_near_the_optimum() -> None:
+    rng = np.random.default_rng(1)
+    lengths = np.sort(rng.integers(5, 60, size=600))
+    sizes = partition(lengths, batch_size=256)
+    assert sum(sizes) == 600 and max(sizes) <= 256
+    ends = np.cumsum(sizes)
+    cost = sum(n * lengths[end - 1] + 200 for n, end in zip(sizes, ends))
+    assert cost <= 1.02 * _least_cost(lengths, 256)
+    capped = partition(lengths, batch_size=256, max_tokens=1000)
+    ends = np.cumsum(capped)
+    assert sum(capped) == 600 and all(n * lengths[end - 1] <= 1000 for n, end in zip(capped, ends))
+
+
+def test_torch_engine_uses_sdpa_attention_and_launch_matches_call(tiny_model_dir: Path) -> None:
+    engine = create_engine("torch", tiny_model_dir, device="cpu")
+    assert engine.model.config._attn_implementation == "sdpa"
+    ids = np.array([[2, 7, 8, 3], [2, 9, 3, 0]])
+    mask = (ids != 0).astype(np.int64)
+    np.testing.assert_array_equal(engine.launch(ids, mask)(), engine(ids, mask))

@@ -3,9 +3,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
+import pytest
 from tokenizers import Tokenizer
 
-from distilsent.tokenization import TextTokenizer
+from distilsent.tokenization import TextTokenizer, TokenBatch
 
 
 def test_truncation_keeps_cls_and_sep(tiny_model_dir: Path) -> None:
@@ -50,3 +52,21 @@ def test_pad_builds_masks(tiny_model_dir: Path) -> None:
 
 def test_tokens_for_display(tiny_model_dir: Path) -> None:
     assert TextTokenizer(tiny_model_dir).tokens("Good dog") == ["[CLS]", "good", "dog", "[SEP]"]
+
+
+def test_token_batch_pads_like_the_lists_it_holds() -> None:
+    lists = [[2, 5, 6, 3], [2, 3], [2, 9, 3]]
+    tokens = TokenBatch.from_lists(lists)
+    assert len(tokens) == 3 and tokens.lengths.tolist() == [4, 2, 3]
+    input_ids, mask = tokens.padded(np.array([2, 1]), pad_id=0)
+    assert input_ids.tolist() == [[2, 9, 3], [2, 3, 0]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+
+
+@pytest.mark.parametrize("side", ["head", "tail", "head+tail"])
+def test_encode_batch_holds_what_encode_returns(tiny_model_dir: Path, side: str) -> None:
+    tok = TextTokenizer(tiny_model_dir, max_length=16, truncation_side=side)
+    texts = ["good film " * 40 + "bad end", "good", "the plot of the story was awful"]
+    tokens = tok.encode_batch(texts)
+    flat = tokens.ids.tolist()
+    assert [flat[a:b] for a, b in zip(tokens.offsets[:-1], tokens.offsets[1:])] == tok.encode(texts)

@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any, overload
 import numpy as np
 
 from ._config import Config
+from ._gc import gc_paused
 from .engine import BACKENDS, create_engine, run_batches
 from .metrics import softmax
 from .models import DEFAULT_MODEL, resolve_model
-from .tokenization import TextTokenizer
+from .tokenization import TextTokenizer, TokenBatch
 
 if TYPE_CHECKING:
     from .explain import Explanation
@@ -34,6 +36,10 @@ LONG_MODES = ("truncate", "chunk")
 TRUNCATION_SIDES = ("head", "tail", "head+tail")
 AGGREGATES = ("mean", "weighted", "max-confidence")
 TEMPERATURE_KEY = "distilsent_temperature"
+# Texts tokenized per step of a long list: enough to sort into well-filled batches of 1,024, and a
+# Rust call long enough to spread over every core.
+_TOKENIZE_CHUNK = 16384
+_GPU_BATCH_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -74,8 +80,9 @@ class LoadConfig(Config):
     or 'onnx-int8'."""
     device: str = "auto"
     """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
-    batch_size: int = 32
-    """Texts per model call; halved automatically when memory runs out."""
+    batch_size: int | None = None
+    """Texts per model call (default: 32 on a CPU, 1024 on a GPU, which needs many tokens per call
+    to be busy); halved automatically when memory runs out."""
     max_length: int = 128
     """Longest input in tokens, [CLS] and [SEP] included; longer texts are truncated."""
     max_batch_tokens: int | None = None
@@ -109,7 +116,7 @@ class LoadConfig(Config):
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
-        if self.batch_size < 1:
+        if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 3 <= self.max_length <= 512:
             raise ValueError(f"max_length must be between 3 and 512 tokens, got {self.max_length}")
@@ -177,7 +184,7 @@ class Classifier:
             device=config.device,
             threads=config.threads or _available_threads(),
         )
-        self.batch_size = config.batch_size
+        self.batch_size = config.batch_size or (32 if self.engine.device == "cpu" else _GPU_BATCH_SIZE)
         self.temperature = float(self.model_config.get(TEMPERATURE_KEY, 1.0)) if config.calibrated else 1.0
         self.neutral_band = config.band()
         if self.neutral_band is not None and len(self.labels) != 2:
@@ -215,7 +222,9 @@ class Classifier:
             return np.empty((0, len(self.labels)), dtype=np.float32)
         # Repeated texts (common in logs and reviews) are run once.
         unique = list(dict.fromkeys(texts))
-        logits = self._run(self.tokenizer.encode(unique), on_progress)
+        chunks = [unique[i : i + _TOKENIZE_CHUNK] for i in range(0, len(unique), _TOKENIZE_CHUNK)]
+        parts = [self._run(tokens, on_progress) for tokens in self._tokenized(chunks)]
+        logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if len(unique) == len(texts):
             return logits
         if on_progress is not None:
@@ -223,13 +232,40 @@ class Classifier:
         position = {text: i for i, text in enumerate(unique)}
         return logits[[position[text] for text in texts]]
 
+    def _tokenized(self, chunks: Iterable[list[str]]) -> Iterator[TokenBatch]:
+        """Each chunk's token ids; the next chunk is tokenized on a worker thread (the Rust tokenizer
+        lets go of the GIL) while the caller runs the model on this one."""
+        iterator = iter(chunks)
+        first = next(iterator, None)
+        if first is None:
+            return
+        second = next(iterator, None)
+        if second is None:  # one chunk (a single text, a request): a thread would only add latency
+            yield self.tokenizer.encode_batch(first)
+            return
+        iterator = itertools.chain([second], iterator)
+        with ThreadPoolExecutor(1, thread_name_prefix="distilsent-tokenize") as pool:
+            pending = pool.submit(self.tokenizer.encode_batch, first)
+            for chunk in iterator:
+                ready, pending = pending, pool.submit(self.tokenizer.encode_batch, chunk)
+                yield ready.result()
+            yield pending.result()
+
     def predict_proba(self, texts: Sequence[str], *, function_to_apply: str | None = None) -> np.ndarray:
         """Calibrated scores, shape ``(len(texts), num_labels)``, honouring ``long`` (chunking)."""
         return self._scores(_check_texts(texts), self._check_options(None, function_to_apply))[0]
 
-    def _run(self, ids: list[list[int]], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def _run(
+        self, ids: TokenBatch | Sequence[Sequence[int]], on_progress: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        tokens = ids if isinstance(ids, TokenBatch) else TokenBatch.from_lists(ids)
         logits, self.batch_size = run_batches(
-            self.engine, ids, self.tokenizer.pad, self.batch_size, on_progress, self.config.max_batch_tokens
+            self.engine,
+            tokens,
+            self.tokenizer.pad_id,
+            self.batch_size,
+            on_progress,
+            self.config.max_batch_tokens,
         )
         return logits
 
@@ -379,22 +415,28 @@ class Classifier:
         band: tuple[float, float] | str | None = "config",
     ) -> list[Prediction]:
         k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
-        order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-        labels = self.labels
-        neutral = np.zeros(len(probs), dtype=bool)
         band = self.neutral_band if band == "config" else band
+        neutral = [False] * len(probs)
         if band is not None:
             low, high = band  # type: ignore[misc]
-            neutral = (probs[:, 1] >= low) & (probs[:, 1] <= high)
-        return [
-            Prediction(
-                label=self.config.neutral_label if is_neutral else labels[row_order[0]],
-                score=float(row[row_order[0]]),
-                scores={labels[j]: float(row[j]) for j in row_order},
-                windows=None if windows is None else windows[i],
-            )
-            for i, (row, row_order, is_neutral) in enumerate(zip(probs, order, neutral))
-        ]
+            neutral = ((probs[:, 1] >= low) & (probs[:, 1] <= high)).tolist()
+        with gc_paused():
+            # Plain Python numbers from one tolist() each: indexing numpy per element costs more than
+            # the GPU spends on a text.
+            rows = probs.astype(np.float64).tolist()
+            orders = np.argsort(-probs, axis=1, kind="stable")[:, :k].tolist()
+            window_counts = [None] * len(probs) if windows is None else windows
+            labels = self.labels
+            neutral_label = self.config.neutral_label
+            return [
+                Prediction(
+                    neutral_label if is_neutral else labels[order[0]],
+                    row[order[0]],
+                    {labels[j]: row[j] for j in order},
+                    count,
+                )
+                for row, order, is_neutral, count in zip(rows, orders, neutral, window_counts)
+            ]
 
 
 def _apply(function: str, logits: np.ndarray) -> np.ndarray:

@@ -7,15 +7,18 @@ special tokens after the text is cut to ``max_length - 2`` word pieces.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
 from ._exceptions import ModelFormatError
+from ._gc import gc_paused
 
-__all__ = ["TextTokenizer"]
+__all__ = ["TextTokenizer", "TokenBatch"]
 
 # Tokenizing a 10 MB text only to keep its first 128 tokens wastes seconds and memory, so long texts
 # are first cut to a prefix of this many characters per token (English averages ~4-5), at a
@@ -47,6 +50,46 @@ def _suffix(text: str, chars: int) -> str:
     start = len(text) - chars
     cut = text.find(" ", start, start + chars // 2)
     return text[cut if cut >= 0 else start :]
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Token ids of many texts in one flat array: text ``i`` is ``ids[offsets[i]:offsets[i + 1]]``.
+
+    Half a million texts held as Python lists (or as tokenizers' ``Encoding`` objects, which the
+    garbage collector tracks) make every collection walk them all; in the flat form the host side of
+    inference costs about a third less per text.
+    """
+
+    ids: np.ndarray
+    """Every text's ids, concatenated (int64)."""
+    offsets: np.ndarray
+    """Where each text starts in ``ids``, plus the end (int64, ``len(texts) + 1`` entries)."""
+
+    @classmethod
+    def from_lists(cls, sequences: Sequence[Sequence[int]]) -> TokenBatch:
+        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
+        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(offsets[-1]))
+        return cls(ids, offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def padded(self, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(input_ids, attention_mask)`` of texts ``rows``, right-padded to the longest of them."""
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        positions = np.arange(int(lengths.max()))
+        mask = positions < lengths[:, None]
+        input_ids = np.full(mask.shape, pad_id, dtype=np.int64)
+        input_ids[mask] = self.ids[(starts[:, None] + positions)[mask]]
+        return input_ids, mask.astype(np.int64)
 
 
 class TextTokenizer:
@@ -86,6 +129,22 @@ class TextTokenizer:
                 )
             ids[i] = [self.cls_id, *content, self.sep_id]
         return ids
+
+    def encode_batch(self, texts: Sequence[str]) -> TokenBatch:
+        """:meth:`encode` into one :class:`TokenBatch`, with no Python list per text on the way."""
+        if self.truncation_side != "head":
+            return TokenBatch.from_lists(self.encode(texts))
+        with gc_paused():
+            encodings = self._encodings(texts)
+            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
+            offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
+            np.cumsum(lengths, out=offsets[1:])
+            ids = np.fromiter(
+                itertools.chain.from_iterable(e.ids for e in encodings),
+                dtype=np.int64,
+                count=int(offsets[-1]),
+            )
+        return TokenBatch(ids, offsets)
 
     def windows(self, text: str, stride: int, max_windows: int) -> list[list[int]]:
         """Overlapping windows of at most ``max_length`` tokens covering ``text``, at most ``max_windows``."""
@@ -127,13 +186,7 @@ class TextTokenizer:
 
     def pad(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad ``batch`` to its longest member."""
-        width = max(len(ids) for ids in batch)
-        input_ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
-        for row, ids in enumerate(batch):
-            input_ids[row, : len(ids)] = ids
-            mask[row, : len(ids)] = 1
-        return input_ids, mask
+        return TokenBatch.from_lists(batch).padded(np.arange(len(batch)), self.pad_id)
 
     def tokens(self, text: str) -> list[str]:
         """The word pieces of ``text`` after truncation (for display and explanations)."""

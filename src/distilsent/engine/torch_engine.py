@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -78,12 +79,31 @@ class TorchEngine:
         return sum(p.numel() for p in self.model.parameters())
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        non_blocking = self._device.type == "cuda"
-        ids = torch.from_numpy(input_ids).to(self._device, non_blocking=non_blocking)
-        mask = torch.from_numpy(attention_mask).to(self._device, non_blocking=non_blocking)
+        return self.launch(input_ids, attention_mask)()
+
+    def launch(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Callable[[], np.ndarray]:
+        """Start the model on a batch; the returned function waits for its logits.
+
+        On a GPU this returns as soon as the work is queued: inputs go up from pinned (page-locked)
+        host memory and logits come back into it without blocking, so the caller can pad and queue
+        the next batch while this one runs. Elsewhere the work is done before it returns.
+        """
+        cuda = self._device.type == "cuda"
+        ids, mask = torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        if cuda:
+            # pin_memory draws on torch's caching host allocator, which reuses blocks once their
+            # copies have finished; only pinned memory can be copied without blocking.
+            ids, mask = ids.pin_memory(), mask.pin_memory()
+        ids = ids.to(self._device, non_blocking=cuda)
+        mask = mask.to(self._device, non_blocking=cuda)
         try:
             with torch.inference_mode():
-                logits = self.model(input_ids=ids, attention_mask=mask).logits
+                logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
+                if cuda:
+                    # A non-blocking copy to the CPU lands in pinned memory; the event marks its end.
+                    logits = logits.to("cpu", non_blocking=True)
+                    copied = torch.cuda.Event()
+                    copied.record()
         except torch.OutOfMemoryError as e:
             torch.cuda.empty_cache()
             raise MemoryError(str(e)) from e
@@ -92,4 +112,12 @@ class TorchEngine:
             if "out of memory" in str(e).lower() or "can't allocate memory" in str(e).lower():
                 raise MemoryError(str(e)) from e
             raise
-        return logits.float().cpu().numpy()
+        if not cuda:
+            result = logits.numpy()
+            return lambda: result
+
+        def wait() -> np.ndarray:
+            copied.synchronize()
+            return logits.numpy()
+
+        return wait
