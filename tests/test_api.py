@@ -191,3 +191,27 @@ def test_batch_size_defaults_to_what_the_device_needs(tiny_model_dir: Path, monk
 
     monkeypatch.setattr(distilsent.api, "create_engine", on_a_gpu)
     assert distilsent.load(tiny_model_dir, device="cpu").batch_size == 1024
+
+
+def test_predict_iter_tokenizes_the_next_chunk_while_the_model_runs(tiny_classifier) -> None:
+    import threading
+
+    encoded_on = []
+    encode = tiny_classifier.tokenizer.encode_batch
+
+    def recording(texts):
+        encoded_on.append(threading.current_thread().name)
+        return encode(texts)
+
+    tiny_classifier.tokenizer.encode_batch = recording
+    try:
+        texts = [f"good film {i}" for i in range(20)] + [None]
+        stream = tiny_classifier.predict_iter(iter(texts), chunk_size=10)
+        got = [next(stream) for _ in range(20)]  # the bad text in the last chunk waits its turn
+        with pytest.raises(TypeError, match=r"texts\[20\] is NoneType"):
+            next(stream)
+    finally:
+        del tiny_classifier.tokenizer.encode_batch
+    assert len(encoded_on) == 2 and all(name.startswith("distilsent-tokenize") for name in encoded_on)
+    for streamed, whole in zip(got, tiny_classifier.predict(texts[:20]), strict=True):
+        assert streamed.scores == pytest.approx(whole.scores, abs=1e-5)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
@@ -40,6 +40,9 @@ TEMPERATURE_KEY = "distilsent_temperature"
 # Rust call long enough to spread over every core.
 _TOKENIZE_CHUNK = 16384
 _GPU_BATCH_SIZE = 1024
+_END = object()
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -223,33 +226,13 @@ class Classifier:
         # Repeated texts (common in logs and reviews) are run once.
         unique = list(dict.fromkeys(texts))
         chunks = [unique[i : i + _TOKENIZE_CHUNK] for i in range(0, len(unique), _TOKENIZE_CHUNK)]
-        parts = [self._run(tokens, on_progress) for tokens in self._tokenized(chunks)]
+        parts = [
+            self._run(tokens, on_progress) for tokens in _prefetched(chunks, self.tokenizer.encode_batch)
+        ]
         logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        if len(unique) == len(texts):
-            return logits
-        if on_progress is not None:
+        if on_progress is not None and len(unique) < len(texts):
             on_progress(len(texts) - len(unique))
-        position = {text: i for i, text in enumerate(unique)}
-        return logits[[position[text] for text in texts]]
-
-    def _tokenized(self, chunks: Iterable[list[str]]) -> Iterator[TokenBatch]:
-        """Each chunk's token ids; the next chunk is tokenized on a worker thread (the Rust tokenizer
-        lets go of the GIL) while the caller runs the model on this one."""
-        iterator = iter(chunks)
-        first = next(iterator, None)
-        if first is None:
-            return
-        second = next(iterator, None)
-        if second is None:  # one chunk (a single text, a request): a thread would only add latency
-            yield self.tokenizer.encode_batch(first)
-            return
-        iterator = itertools.chain([second], iterator)
-        with ThreadPoolExecutor(1, thread_name_prefix="distilsent-tokenize") as pool:
-            pending = pool.submit(self.tokenizer.encode_batch, first)
-            for chunk in iterator:
-                ready, pending = pending, pool.submit(self.tokenizer.encode_batch, chunk)
-                yield ready.result()
-            yield pending.result()
+        return _expand(texts, unique, logits)
 
     def predict_proba(self, texts: Sequence[str], *, function_to_apply: str | None = None) -> np.ndarray:
         """Calibrated scores, shape ``(len(texts), num_labels)``, honouring ``long`` (chunking)."""
@@ -383,11 +366,31 @@ class Classifier:
             raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
         function = self._check_options(top_k, function_to_apply)
         iterator = iter(texts)
-        offset = 0
-        while chunk := list(itertools.islice(iterator, chunk_size)):
+        chunks = iter(lambda: list(itertools.islice(iterator, chunk_size)), [])
+
+        def numbered() -> Iterator[tuple[int, list[str]]]:
+            offset = 0
+            for chunk in chunks:
+                yield offset, chunk
+                offset += len(chunk)
+
+        if self.config.long == "chunk":
+            for offset, chunk in numbered():
+                _check_texts(chunk, offset)
+                yield from self._to_predictions(*self._scores(chunk, function), top_k)
+            return
+
+        def prepare(item: tuple[int, list[str]]) -> tuple[list[str], list[str], TokenBatch]:
+            # On the worker thread, so that a bad text in the next chunk is reported only after
+            # this chunk's predictions have been yielded.
+            offset, chunk = item
             _check_texts(chunk, offset)
-            yield from self._to_predictions(*self._scores(chunk, function), top_k)
-            offset += len(chunk)
+            unique = list(dict.fromkeys(chunk))
+            return chunk, unique, self.tokenizer.encode_batch(unique)
+
+        for chunk, unique, tokens in _prefetched(numbered(), prepare):
+            logits = _expand(chunk, unique, self._run(tokens))
+            yield from self._to_predictions(self._calibrated(logits, function), None, top_k)
 
     def explain(self, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
         """Which words drove the prediction for ``text``: Integrated Gradients (extra ``explain``).
@@ -437,6 +440,34 @@ class Classifier:
                 )
                 for row, order, is_neutral, count in zip(rows, orders, neutral, window_counts)
             ]
+
+
+def _expand(texts: list[str], unique: list[str], logits: np.ndarray) -> np.ndarray:
+    """Rows of ``logits`` (one per distinct text, in ``unique`` order) for every text in ``texts``."""
+    if len(unique) == len(texts):
+        return logits
+    position = {text: i for i, text in enumerate(unique)}
+    return logits[[position[text] for text in texts]]
+
+
+def _prefetched(items: Iterable[T], work: Callable[[T], R]) -> Iterator[R]:
+    """``work(item)`` for each item, in order; the next item's work runs on a worker thread while the
+    caller uses this one's result (tokenizing the next chunk while the model runs: the Rust tokenizer
+    lets go of the GIL). Errors surface in order, when their result is asked for."""
+    iterator = iter(items)
+    first = next(iterator, _END)
+    if first is _END:
+        return
+    second = next(iterator, _END)
+    if second is _END:  # one item (a single text, a request): a thread would only add latency
+        yield work(first)  # type: ignore[arg-type]
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="distilsent-tokenize") as pool:
+        pending = pool.submit(work, first)  # type: ignore[arg-type]
+        for item in itertools.chain([second], iterator):
+            ready, pending = pending, pool.submit(work, item)  # type: ignore[arg-type]
+            yield ready.result()
+        yield pending.result()
 
 
 def _apply(function: str, logits: np.ndarray) -> np.ndarray:
