@@ -7,7 +7,8 @@ Rows, all on the same model and texts in one run (ratios are against the first r
   transformers pipeline      pipeline("text-classification") at --pipeline-batch, the model in bf16
   model alone (eager)        the torch model on pre-tokenized, length-sorted batches: the GPU's ceiling
   [model alone (compiled)]   the same through torch.compile, with --compile
-  host alone                 distilsent.predict with an engine that returns zeros: the host's ceiling
+  host alone                 distilsent logits / predict with an engine that returns zeros: the
+                             host's ceiling (--host-only: these rows alone, no GPU needed)
   distilsent logits          Classifier.logits(texts): tokenization, batching, model, logits
   distilsent predict         Classifier.predict(texts): the same, into Prediction objects
 
@@ -64,6 +65,9 @@ def main() -> None:
         "--pipeline-texts", type=int, default=20_000, help="texts for the (slow) pipeline row"
     )
     parser.add_argument("--compile", action="store_true", help="also time the model through torch.compile")
+    parser.add_argument(
+        "--host-only", action="store_true", help="only the host rows (no model): runs anywhere in seconds"
+    )
     args = parser.parse_args()
 
     import torch
@@ -84,53 +88,57 @@ def main() -> None:
     print(f"texts: {len(texts):,} distinct SST-2 dev sentences; batch size {args.batch_size}")
     rows: list[tuple[str, float, float]] = []
 
-    pipe = pipeline("text-classification", model=str(model_dir), device=args.device, dtype=dtype)
-    sample = texts[: args.pipeline_texts]
-    pipe(sample[:256], batch_size=args.pipeline_batch, truncation=True, max_length=128)
-    tps, cpu = timed(
-        lambda: pipe(sample, batch_size=args.pipeline_batch, truncation=True, max_length=128),
-        len(sample),
-        sync,
-    )
-    rows.append((f"transformers pipeline, batch {args.pipeline_batch}", tps, cpu))
-
-    # The GPU's side alone: every batch tokenized, padded and on the device before the clock starts.
-    tokens = clf.tokenizer.encode_batch(texts)
-    order = np.argsort(tokens.lengths, kind="stable")
-    batches = [
-        tuple(
-            torch.from_numpy(a).to(clf.engine.device)
-            for a in tokens.padded(order[i : i + args.batch_size], 0)
+    if not args.host_only:
+        pipe = pipeline("text-classification", model=str(model_dir), device=args.device, dtype=dtype)
+        sample = texts[: args.pipeline_texts]
+        pipe(sample[:256], batch_size=args.pipeline_batch, truncation=True, max_length=128)
+        tps, cpu = timed(
+            lambda: pipe(sample, batch_size=args.pipeline_batch, truncation=True, max_length=128),
+            len(sample),
+            sync,
         )
-        for i in range(0, len(order), args.batch_size)
-    ]
-    models = [("model alone (eager)", clf.engine.model)]
-    if args.compile:
-        models.append(("model alone (torch.compile)", torch.compile(clf.engine.model, dynamic=True)))
-    for name, model in models:
+        rows.append((f"transformers pipeline, batch {args.pipeline_batch}", tps, cpu))
 
-        def forward(model=model, batches=batches) -> None:
-            with torch.inference_mode():
-                for ids, mask in batches:
-                    model(input_ids=ids, attention_mask=mask)
+        # The GPU's side alone: every batch tokenized, padded and on the device before the clock starts.
+        tokens = clf.tokenizer.encode_batch(texts)
+        order = np.argsort(tokens.lengths, kind="stable")
+        batches = [
+            tuple(
+                torch.from_numpy(a).to(clf.engine.device)
+                for a in tokens.padded(order[i : i + args.batch_size], 0)
+            )
+            for i in range(0, len(order), args.batch_size)
+        ]
+        models = [("model alone (eager)", clf.engine.model)]
+        if args.compile:
+            models.append(("model alone (torch.compile)", torch.compile(clf.engine.model, dynamic=True)))
+        for name, model in models:
 
-        forward()  # warm-up (and compilation)
-        rows.append((name, *timed(forward, len(texts), sync)))
-    del batches, models  # free the device for the end-to-end rows
+            def forward(model=model, batches=batches) -> None:
+                with torch.inference_mode():
+                    for ids, mask in batches:
+                        model(input_ids=ids, attention_mask=mask)
+
+            forward()  # warm-up (and compilation)
+            rows.append((name, *timed(forward, len(texts), sync)))
+        del batches, models  # free the device for the end-to-end rows
 
     engine = clf.engine
     clf.engine = NullEngine()
     clf.logits(texts[:2048])
-    rows.append(("host alone (no model)", *timed(lambda: clf.predict(texts), len(texts), sync)))
+    rows.append(("host alone: logits (no model)", *timed(lambda: clf.logits(texts), len(texts), sync)))
+    rows.append(("host alone: predict (no model)", *timed(lambda: clf.predict(texts), len(texts), sync)))
     clf.engine = engine
-    clf.predict(texts[:4096])
-    rows.append(("distilsent logits", *timed(lambda: clf.logits(texts), len(texts), sync)))
-    rows.append(("distilsent predict", *timed(lambda: clf.predict(texts), len(texts), sync)))
+    if not args.host_only:
+        clf.predict(texts[:4096])
+        rows.append(("distilsent logits", *timed(lambda: clf.logits(texts), len(texts), sync)))
+        rows.append(("distilsent predict", *timed(lambda: clf.predict(texts), len(texts), sync)))
 
-    baseline = rows[0][1]
+    baseline = None if args.host_only else rows[0][1]
     print(f"{'':<34}{'texts/s':>12}{'vs pipeline':>13}{'main µs/text':>14}")
     for name, tps, cpu in rows:
-        print(f"{name:<34}{tps:>12,.0f}{tps / baseline:>12.1f}x{cpu:>14.1f}")
+        ratio = f"{tps / baseline:>12.1f}x" if baseline else f"{'':>13}"
+        print(f"{name:<34}{tps:>12,.0f}{ratio}{cpu:>14.1f}")
 
 
 if __name__ == "__main__":
