@@ -137,3 +137,42 @@ def test_reference_checkpoint_onnx_parity_and_int8_agreement(
     assert agreement >= 0.99, agreement
     drop = (torch_logits.argmax(1) == labels).mean() - (int8 == labels).mean()
     assert drop <= 0.003, drop
+
+
+def test_int8_is_blockwise_int8_of_an_export_with_unfused_attention(tiny_model_dir: Path) -> None:
+    import onnx
+
+    from distilsent.export import cached_onnx
+
+    graph = onnx.load(str(cached_onnx(tiny_model_dir, int8=True))).graph
+    weights = {t.name for t in graph.initializer}
+    assert "Attention" not in {n.op_type for n in graph.node}
+    # Only products of two activations (query × key, attention × value) stay fp32 MatMuls.
+    assert not [n.name for n in graph.node if n.op_type == "MatMul" and set(n.input) & weights]
+    nbits = [n for n in graph.node if n.op_type == "MatMulNBits"]
+    # 2 layers: q, k, v, out, lin1, lin2 each (the head's two small layers export as Gemm: fp32).
+    assert len(nbits) == 12
+    for node in nbits:
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        assert attributes["bits"] == 8 and attributes["accuracy_level"] == 4
+
+
+def test_int8_logits_do_not_depend_on_the_rest_of_the_batch(tiny_model_dir: Path) -> None:
+    clf = distilsent.load(tiny_model_dir, backend="onnx-int8", device="cpu")
+    alone = np.concatenate([clf.logits([t]) for t in TEXTS])
+    np.testing.assert_allclose(clf.logits(TEXTS), alone, atol=1e-5)
+
+
+def test_int8_of_an_onnx_only_directory_quantizes_its_fused_graph(
+    tiny_model_dir: Path, tmp_path: Path, private_cache: Path, tiny_classifier
+) -> None:
+    import onnx
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(tiny_model_dir), "--output", str(out)]) == 0
+    clf = distilsent.load(out, backend="onnx-int8", device="cpu")
+    assert private_cache in clf.engine.path.parents
+    ops = {n.op_type for n in onnx.load(str(clf.engine.path)).graph.node}
+    assert {"Attention", "MatMulNBits"} <= ops  # no torch weights to re-export: the fused attention stays
+    agree = clf.logits(TEXTS).argmax(1) == tiny_classifier.logits(TEXTS).argmax(1)
+    assert agree.all()

@@ -33,13 +33,16 @@ __all__ = [
     "export",
     "export_onnx",
     "fp32_nodes",
+    "quantize_blockwise",
     "quantize_int8",
+    "write_int8",
 ]
 
 logger = logging.getLogger(__name__)
 
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_quantized.onnx"
+INT8_BLOCK = 128
 _COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -114,8 +117,14 @@ def _cls_only_last_layer(model: Any) -> Any:
     return ClsOnlyLastLayer(model).eval()
 
 
-def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: bool = True) -> Path:
-    """Export ``model_dir`` to ``output/model.onnx`` (fp32, fused); return the ONNX file's path."""
+def export_onnx(
+    model_dir: Path, output: Path, *, opset: int = 17, optimize: bool = True, fuse_attention: bool = True
+) -> Path:
+    """Export ``model_dir`` to ``output/model.onnx`` (fp32, fused); return the ONNX file's path.
+
+    ``fuse_attention=False`` leaves each attention as its matrix products (as fast in fp32 on the
+    2-core CPU): the int8 recipe quantizes the query/key/value projections, which the fused
+    ``Attention`` kernel would keep in fp32."""
     _require_onnx()
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -147,10 +156,17 @@ def export_onnx(model_dir: Path, output: Path, *, opset: int = 17, optimize: boo
         target = output / ONNX_FILE
         if optimize:
             from onnxruntime.transformers import optimizer
+            from onnxruntime.transformers.fusion_options import FusionOptions
 
+            options = FusionOptions("bert")
+            options.enable_attention = fuse_attention
             with _scratch_cwd():
                 fused = optimizer.optimize_model(
-                    str(raw), model_type="bert", num_heads=config.n_heads, hidden_size=config.dim
+                    str(raw),
+                    model_type="bert",
+                    num_heads=config.n_heads,
+                    hidden_size=config.dim,
+                    optimization_options=options,
                 )
             stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
             logger.info("ONNX Runtime fusions: %s", stats)
@@ -214,7 +230,8 @@ def fp32_nodes(
 
 
 def int8_fp32_nodes(fp32_path: Path) -> list[str]:
-    """The nodes our int8 recipe keeps in fp32: embeddings, the first layer, and the attention blocks.
+    """The nodes the dynamic int8 recipe (before :func:`write_int8`) kept in fp32: embeddings, the first
+    layer, and the attention blocks; ``benchmarks/int8_options.py`` still measures it.
 
     Dynamic int8 quantizes activations with one scale per tensor, and the LayerNorm outputs that feed
     the attention projections carry a few outlier channels; quantizing them costs accuracy and makes a
@@ -256,8 +273,62 @@ def quantize_int8(
     return int8_path
 
 
+def quantize_blockwise(fp32_path: Path, int8_path: Path, *, block_size: int = INT8_BLOCK) -> Path:
+    """int8 weights with a scale per ``block_size`` inputs, multiplied in int8 (ORT's ``MatMulNBits``).
+
+    Activations are quantized per token and block at run time rather than with one scale per
+    batch, so a text's logits do not depend on the other texts in its batch, and the LayerNorm
+    outlier channels that made dynamic int8 keep the attention in fp32 cost little.
+    """
+    _require_onnx()
+    import onnx
+
+    # The quantizer's module calls logging.basicConfig(level=INFO) when imported, which would print
+    # a line per graph node and every other library's INFO records; undo that.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as e:  # it needs the onnx-ir package
+        raise MissingExtraError("int8 quantization", "onnx", e.name or "onnx-ir") from e
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
+
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32_path)),
+        bits=8,
+        block_size=block_size,
+        is_symmetric=True,
+        accuracy_level=4,  # int8 × int8 products; the default (0) dequantizes and multiplies in fp32
+        op_types_to_quantize=("MatMul",),
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(int8_path), use_external_data_format=False)
+    return Path(int8_path)
+
+
+def write_int8(model_dir: Path, fp32_path: Path, int8_path: Path, *, opset: int = 17) -> Path:
+    """distilsent's int8 model: blockwise int8 of an export with unfused attention.
+
+    Chosen with ``benchmarks/int8_options.py`` (agreement with fp32 labels on SST-2 dev and on train
+    phrases, texts/s). Without torch weights to export from, ``fp32_path`` (fused attention, which
+    stays fp32) is quantized instead.
+    """
+    from .models import has_torch_weights
+
+    if not has_torch_weights(model_dir):
+        return quantize_blockwise(fp32_path, int8_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        unfused = export_onnx(model_dir, Path(tmp), opset=opset, fuse_attention=False)
+        return quantize_blockwise(unfused, int8_path)
+
+
 def _weights_key(model_dir: Path, int8: bool) -> str:
-    h = hashlib.sha256(f"distilsent {__version__} int8={int8}".encode())
+    # The int8 recipe is part of the key, so a cache written by another recipe is not reused.
+    recipe = f"blockwise8-{INT8_BLOCK}-unfused" if int8 else "fp32"
+    h = hashlib.sha256(f"distilsent {__version__} {recipe}".encode())
     index = model_dir / "model.safetensors.index.json"
     names = ["config.json", "model.safetensors", index.name, "pytorch_model.bin", ONNX_FILE]
     if index.is_file():  # a sharded checkpoint: its shards are the weights
@@ -292,7 +363,7 @@ def cached_onnx(model_dir: Path, *, int8: bool = False) -> Path:
         shipped = model_dir / ONNX_FILE
         fp32 = shipped if shipped.is_file() else export_onnx(model_dir, staging)
         if int8:
-            quantize_int8(fp32, staging / INT8_FILE, exclude=int8_fp32_nodes(fp32))
+            write_int8(model_dir, fp32, staging / INT8_FILE)
         try:
             staging.rename(target)
         except OSError:
@@ -340,7 +411,7 @@ def export(config: ExportConfig) -> ExportResult:
     result = ExportResult(output=output)
     if not config.int8:
         return result
-    int8 = quantize_int8(fp32, output / INT8_FILE, exclude=int8_fp32_nodes(fp32))
+    int8 = write_int8(model_dir, fp32, output / INT8_FILE, opset=config.opset)
     if config.dev is not None:
         import numpy as np
 
