@@ -84,3 +84,8 @@ def test_neutral_band_needs_two_labels(tmp_path: Path) -> None:
     model = build_tiny_model(tmp_path / "m", labels=("A", "B", "C"))
     with pytest.raises(ValueError, match="two-label"):
         distilsent.load(model, device="cpu", neutral_band="0.4:0.6")
+    # The same check serves per-request bands (the HTTP server's neutral_band field).
+    clf = distilsent.load(model, device="cpu")
+    assert clf.band(None) is None
+    with pytest.raises(ValueError, match="two-label"):
+        clf.band("0.4:0.6")

@@ -136,6 +136,18 @@ def test_classify_options_long_texts_and_neutral_band(tiny_model_dir: Path) -> N
     run_app(scenario, clf)
 
 
+def test_a_neutral_band_on_a_three_label_model_is_refused(tmp_path: Path) -> None:
+    from conftest import build_tiny_model
+
+    clf = distilsent.load(build_tiny_model(tmp_path / "m", labels=("A", "B", "C")), device="cpu")
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/v1/classify", json={"inputs": "x", "neutral_band": "0.4:0.6"})
+        assert_error(r, 422, "two-label model")
+
+    run_app(scenario, clf)
+
+
 def test_tei_predict_shape(classifier: distilsent.Classifier, tiny_model_dir: Path) -> None:
     probs = classifier.predict_proba(TEXTS)
     logits = classifier.logits(TEXTS)

@@ -189,9 +189,7 @@ class Classifier:
         )
         self.batch_size = config.batch_size or (32 if self.engine.device == "cpu" else _GPU_BATCH_SIZE)
         self.temperature = float(self.model_config.get(TEMPERATURE_KEY, 1.0)) if config.calibrated else 1.0
-        self.neutral_band = config.band()
-        if self.neutral_band is not None and len(self.labels) != 2:
-            raise ValueError(f"neutral_band needs a two-label model; this one has {len(self.labels)} labels")
+        self.neutral_band = self.band(config.neutral_band)
         problem = self.model_config.get("problem_type")
         self._default_function = (
             "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
@@ -202,6 +200,13 @@ class Classifier:
             f"distilsent.Classifier(model={str(self.model_dir)!r}, backend={self.engine.backend!r}, "
             f"device={self.engine.device!r}, labels={self.labels})"
         )
+
+    def band(self, neutral_band: str | None) -> tuple[float, float] | None:
+        """``neutral_band`` ('LOW:HIGH') as numbers, checked against this model (it needs two labels)."""
+        band = LoadConfig(neutral_band=neutral_band).band() if neutral_band is not None else None
+        if band is not None and len(self.labels) != 2:
+            raise ValueError(f"neutral_band needs a two-label model; this one has {len(self.labels)} labels")
+        return band
 
     def info(self) -> dict[str, Any]:
         """What was loaded, where it runs, and with what limits."""

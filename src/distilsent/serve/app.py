@@ -398,14 +398,9 @@ def create_app(
         band: Any = "config"
         if body.neutral_band is not None:
             try:
-                band = LoadConfig(neutral_band=body.neutral_band).band()
+                band = state.require().band(body.neutral_band)
             except ValueError as e:
                 raise ServerError(422, f"neutral_band: {e}", "validation") from None
-            labels = state.require().labels
-            if len(labels) != 2:
-                raise ServerError(
-                    422, f"neutral_band needs a two-label model, not {len(labels)}", "validation"
-                )
         preds = await _classify(
             state,
             texts,
