@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -159,16 +160,30 @@ def test_resume_after_an_interruption_gives_the_same_output(tmp_path: Path, tiny
     assert (tmp_path / "out.jsonl").read_text() == (tmp_path / "full.jsonl").read_text()
 
 
-def test_local_workers_give_the_same_output(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_local_workers_give_the_same_output(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
+    import distilsent.batch
+
     src = write_input(tmp_path / "in.txt", [{"text": f"{t} {i}"} for i, t in enumerate(TEXTS)])
     load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
     run_batch(config(tmp_path, src, "one.csv", chunk_rows=4), load)
+    loaded_here = []
+    real = distilsent.batch.Classifier
+    monkeypatch.setattr(distilsent.batch, "Classifier", lambda c: loaded_here.append(os.getpid()) or real(c))
     run_batch(config(tmp_path, src, "two.csv", chunk_rows=4, workers=2), load)
+    assert os.getpid() not in loaded_here  # only the worker processes hold the model
     one, two = read_output(tmp_path / "one.csv"), read_output(tmp_path / "two.csv")
     assert [r["row"] for r in one] == [r["row"] for r in two]
     assert [r["label"] for r in one] == [r["label"] for r in two]
     for a, b in zip(one, two):
         assert float(a["score"]) == pytest.approx(float(b["score"]), abs=1e-5)
+
+
+def test_workers_that_cannot_load_the_model_say_why_and_write_nothing(tmp_path: Path) -> None:
+    src = write_input(tmp_path / "in.txt", [{"text": t} for t in TEXTS])
+    load = distilsent.LoadConfig(model=str(tmp_path / "no-such-model"), device="cpu")
+    with pytest.raises(distilsent.ModelNotFoundError, match="no-such-model"):
+        run_batch(config(tmp_path, src, "out.csv", workers=2), load)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
 def test_cli_batch_prints_a_summary(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -444,6 +445,25 @@ def _init_worker(load: dict[str, Any]) -> None:
     _worker_classifier = Classifier(LoadConfig.from_dict(load))
 
 
+def _worker_labels() -> list[str]:
+    assert _worker_classifier is not None
+    return _worker_classifier.labels
+
+
+def _worker_pool(workers: int, load: LoadConfig) -> tuple[ProcessPoolExecutor, list[str]]:
+    """Processes that each load the model, and its labels; a model that does not load raises its own
+    error here."""
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(load.to_dict(),))
+    try:
+        labels = pool.submit(_worker_labels).result()
+    except BrokenProcessPool:
+        pool.shutdown(cancel_futures=True)
+        # A failed initializer only breaks the pool; load here to raise the error that says why.
+        Classifier(load)
+        raise
+    return pool, labels
+
+
 def _score_in_worker(texts: list[str]) -> list[Prediction]:
     assert _worker_classifier is not None
     return _worker_classifier.predict(texts)
@@ -545,27 +565,32 @@ def run_batch(
     began = time.perf_counter()
     reader = _Reader(config)
     fmt = output_format(config.output)
+    # Load the model and check the columns before anything is written: a bad model or flag then leaves
+    # no unfinished run behind. With workers, the model is loaded in them only.
+    clf: Classifier | None = None
+    pool: ProcessPoolExecutor | None = None
     if config.workers > 1:
         threads = load.threads or max(1, _available_threads() // config.workers)
         load = LoadConfig.from_dict({**load.to_dict(), "threads": threads})
-    # Load the model and check the columns before anything is written: a bad model or flag then leaves
-    # no unfinished run behind. With workers, this copy only checks the model and is dropped.
-    clf: Classifier | None = Classifier(load)
-    labels = clf.labels
-    columns = [reader.id_name, "label", "score", *labels, *reader.kept]
-    clash = sorted(set(reader.kept) & {reader.id_name, "label", "score", *labels})
-    if clash:
-        raise DataError(f"--keep-columns {', '.join(clash)} would overwrite output columns; rename them")
-    output, parts_dir, manifest = _prepare_output(config, load)
+        pool, labels = _worker_pool(config.workers, load)
+    else:
+        clf = Classifier(load)
+        labels = clf.labels
+    try:
+        columns = [reader.id_name, "label", "score", *labels, *reader.kept]
+        clash = sorted(set(reader.kept) & {reader.id_name, "label", "score", *labels})
+        if clash:
+            raise DataError(f"--keep-columns {', '.join(clash)} would overwrite output columns; rename them")
+        output, parts_dir, manifest = _prepare_output(config, load)
+    except BaseException:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+        raise
     start_rows = manifest["rows_done"]
     records = iter(reader)
     if start_rows:
         # Skip what is committed: re-reading is cheap next to scoring, and works for every format.
         next(itertools.islice(records, start_rows - 1, start_rows), None)
-    pool: ProcessPoolExecutor | None = None
-    if config.workers > 1:
-        clf = None
-        pool = ProcessPoolExecutor(config.workers, initializer=_init_worker, initargs=(load.to_dict(),))
 
     def commit(chunk: list[_Record], preds: list[Prediction]) -> None:
         good = [r for r in chunk if r.error is None]
