@@ -147,15 +147,20 @@ class LoadConfig(Config):
 
     def band(self) -> tuple[float, float] | None:
         """``neutral_band`` as numbers, checked."""
-        if self.neutral_band is None:
-            return None
-        try:
-            low, high = (float(x) for x in str(self.neutral_band).split(":"))
-        except ValueError:
-            raise ValueError(f"neutral_band must look like '0.35:0.65', not {self.neutral_band!r}") from None
-        if not 0 <= low < high <= 1:
-            raise ValueError(f"neutral_band needs 0 <= low < high <= 1, got {low}:{high}")
-        return low, high
+        return _parse_band(self.neutral_band)
+
+
+def _parse_band(neutral_band: str | None) -> tuple[float, float] | None:
+    """'LOW:HIGH' as numbers, checked; None stays None."""
+    if neutral_band is None:
+        return None
+    try:
+        low, high = (float(x) for x in str(neutral_band).split(":"))
+    except ValueError:
+        raise ValueError(f"neutral_band must look like '0.35:0.65', not {neutral_band!r}") from None
+    if not 0 <= low < high <= 1:
+        raise ValueError(f"neutral_band needs 0 <= low < high <= 1, got {low}:{high}")
+    return low, high
 
 
 def _check_texts(texts: Sequence[object], offset: int = 0) -> list[str]:
@@ -203,7 +208,7 @@ class Classifier:
 
     def band(self, neutral_band: str | None) -> tuple[float, float] | None:
         """``neutral_band`` ('LOW:HIGH') as numbers, checked against this model (it needs two labels)."""
-        band = LoadConfig(neutral_band=neutral_band).band() if neutral_band is not None else None
+        band = _parse_band(neutral_band)
         if band is not None and len(self.labels) != 2:
             raise ValueError(f"neutral_band needs a two-label model; this one has {len(self.labels)} labels")
         return band
