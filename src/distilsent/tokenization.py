@@ -8,7 +8,7 @@ special tokens after the text is cut to ``max_length - 2`` word pieces.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,9 +68,14 @@ class TokenBatch:
 
     @classmethod
     def from_lists(cls, sequences: Sequence[Sequence[int]]) -> TokenBatch:
-        lengths = np.fromiter(map(len, sequences), dtype=np.int64, count=len(sequences))
-        offsets = np.zeros(len(sequences) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
+        return cls.concatenate(sequences, map(len, sequences))
+
+    @classmethod
+    def concatenate(cls, sequences: Iterable[Sequence[int]], lengths: Iterable[int]) -> TokenBatch:
+        """The sequences, whose ``lengths`` are given, joined; both are read once, in step."""
+        counts = np.fromiter(lengths, dtype=np.int64)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
         ids = np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=int(offsets[-1]))
         return cls(ids, offsets)
 
@@ -136,15 +141,7 @@ class TextTokenizer:
             return TokenBatch.from_lists(self.encode(texts))
         with gc_paused():
             encodings = self._encodings(texts)
-            lengths = np.fromiter(map(len, encodings), dtype=np.int64, count=len(encodings))
-            offsets = np.zeros(len(encodings) + 1, dtype=np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            ids = np.fromiter(
-                itertools.chain.from_iterable(e.ids for e in encodings),
-                dtype=np.int64,
-                count=int(offsets[-1]),
-            )
-        return TokenBatch(ids, offsets)
+            return TokenBatch.concatenate((e.ids for e in encodings), map(len, encodings))
 
     def windows(self, text: str, stride: int, max_windows: int) -> list[list[int]]:
         """Overlapping windows of at most ``max_length`` tokens covering ``text``, at most ``max_windows``."""
