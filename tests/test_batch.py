@@ -186,6 +186,22 @@ def test_workers_that_cannot_load_the_model_say_why_and_write_nothing(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
+def test_cli_workers_report_a_missing_model_without_a_traceback(tmp_path: Path) -> None:
+    src = write_input(tmp_path / "in.txt", [{"text": t} for t in TEXTS])
+    out, missing = str(tmp_path / "out.csv"), str(tmp_path / "no-such-model")
+    command = ["batch", str(src), out, "--model", missing, "--workers", "2"]
+    # A real process: under pytest, a worker's log records would go to pytest's handlers, not stderr.
+    run = subprocess.run(
+        [sys.executable, "-m", "distilsent", *command],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    assert run.returncode == 2
+    assert "no-such-model" in run.stderr and "Traceback" not in run.stderr, run.stderr
+
+
 def test_cli_batch_prints_a_summary(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     src = write_input(tmp_path / "in.txt", [{"text": t} for t in TEXTS])
     out = tmp_path / "out.parquet"

@@ -26,7 +26,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -438,16 +437,28 @@ def _join_errors(parts: list[Path], path: Path) -> Path | None:
 # Scoring ----------------------------------------------------------------------------------------------
 
 _worker_classifier: Classifier | None = None
+_worker_error: Exception | None = None
 
 
 def _init_worker(load: dict[str, Any]) -> None:
-    global _worker_classifier
-    _worker_classifier = Classifier(LoadConfig.from_dict(load))
+    global _worker_classifier, _worker_error
+    try:
+        _worker_classifier = Classifier(LoadConfig.from_dict(load))
+    except Exception as e:
+        # Raised by the worker's first task, so it reaches the parent as itself; from the
+        # initializer it would only break the pool after printing a traceback.
+        _worker_error = e
+
+
+def _worker() -> Classifier:
+    if _worker_error is not None:
+        raise _worker_error
+    assert _worker_classifier is not None
+    return _worker_classifier
 
 
 def _worker_labels() -> list[str]:
-    assert _worker_classifier is not None
-    return _worker_classifier.labels
+    return _worker().labels
 
 
 def _worker_pool(workers: int, load: LoadConfig) -> tuple[ProcessPoolExecutor, list[str]]:
@@ -456,17 +467,14 @@ def _worker_pool(workers: int, load: LoadConfig) -> tuple[ProcessPoolExecutor, l
     pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(load.to_dict(),))
     try:
         labels = pool.submit(_worker_labels).result()
-    except BrokenProcessPool:
+    except BaseException:
         pool.shutdown(cancel_futures=True)
-        # A failed initializer only breaks the pool; load here to raise the error that says why.
-        Classifier(load)
         raise
     return pool, labels
 
 
 def _score_in_worker(texts: list[str]) -> list[Prediction]:
-    assert _worker_classifier is not None
-    return _worker_classifier.predict(texts)
+    return _worker().predict(texts)
 
 
 def _fingerprint(config: BatchConfig, load: LoadConfig) -> dict[str, Any]:
