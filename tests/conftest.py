@@ -8,56 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import string
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# distilsent's own cache (teacher logits, the assembled MPNet) goes to a scratch folder, never $HOME.
+os.environ.setdefault("DISTILSENT_CACHE", tempfile.mkdtemp(prefix="distilsent-test-cache-"))
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REF_MODEL = SHARED / "models" / "minilm-l6-sst2-ref"
-SST2 = SHARED / "data" / "sst2"
-
-WORDS = (
-    "good bad film movie the a is was great terrible hello my dog cute not very it this and of "
-    "to in wonderful awful boring fun plot actors story"
-).split()
-
-
-def build_tiny_model(
-    path: Path, *, seed: int = 0, labels: tuple[str, ...] = ("NEGATIVE", "POSITIVE")
-) -> Path:
-    """A 2-layer, 32-dim DistilBERT classifier with a small WordPiece vocabulary, saved to ``path``."""
-    import torch
-    from tokenizers import BertWordPieceTokenizer
-    from transformers import DistilBertConfig, DistilBertForSequenceClassification, DistilBertTokenizer
-
-    path.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab += list(string.ascii_lowercase) + ["##" + c for c in string.ascii_lowercase]
-    vocab += list(string.digits) + list(".,!?'-") + WORDS
-    (path / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertWordPieceTokenizer(str(path / "vocab.txt"), lowercase=True).save(str(path / "tokenizer.json"))
-    DistilBertTokenizer.from_pretrained(path).save_pretrained(path)
-    config = DistilBertConfig(
-        vocab_size=len(vocab),
-        dim=32,
-        n_layers=2,
-        n_heads=2,
-        hidden_dim=37,
-        max_position_embeddings=512,
-        # Wider than the default 0.02 so that different texts get clearly different scores.
-        initializer_range=0.5,
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
-        architectures=["DistilBertForSequenceClassification"],
-    )
-    torch.manual_seed(seed)
-    DistilBertForSequenceClassification(config).save_pretrained(path)
-    return path
+from helpers import REF_MODEL, SST2, WORDS, build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import pytest
 
 import distilsent
 from distilsent import LoadConfig, Prediction
+from helpers import SCORE_ABS
 
 
 def test_predict_one_text_returns_one_prediction(tiny_classifier) -> None:
@@ -46,7 +47,7 @@ def test_predict_iter_streams_a_generator(tiny_classifier) -> None:
     expected = tiny_classifier.predict(texts)
     assert len(streamed) == len(expected)
     for got, want in zip(streamed, expected, strict=True):
-        assert got.scores == pytest.approx(want.scores, abs=1e-6)
+        assert got.scores == pytest.approx(want.scores, abs=SCORE_ABS)
 
 
 def test_top_k_and_functions(tiny_classifier) -> None:
@@ -54,9 +55,9 @@ def test_top_k_and_functions(tiny_classifier) -> None:
     top1 = tiny_classifier.predict("good film", top_k=1)
     assert len(top1.scores) == 1
     raw = tiny_classifier.predict("good film", function_to_apply="none")
-    assert sorted(raw.scores.values()) == pytest.approx(sorted(logits.tolist()), abs=1e-6)
+    assert sorted(raw.scores.values()) == pytest.approx(sorted(logits.tolist()), abs=SCORE_ABS)
     sig = tiny_classifier.predict("good film", function_to_apply="sigmoid")
-    assert sig.score == pytest.approx(1 / (1 + np.exp(-logits.max())), abs=1e-6)
+    assert sig.score == pytest.approx(1 / (1 + np.exp(-logits.max())), abs=SCORE_ABS)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +113,7 @@ def test_load_rejects_unknown_options(tiny_model_dir: Path) -> None:
 
 
 def test_generic_labels_stay_as_they_are(tmp_path: Path) -> None:
-    from conftest import build_tiny_model
+    from helpers import build_tiny_model
 
     clf = distilsent.load(
         build_tiny_model(tmp_path / "m", labels=("LABEL_0", "LABEL_1", "LABEL_2")), device="cpu"
@@ -136,9 +137,18 @@ def test_repr_and_info(tiny_classifier, tiny_model_dir: Path) -> None:
 
 
 def test_public_api_is_declared_once() -> None:
-    for name in distilsent.__all__:
-        assert hasattr(distilsent, name)
+    import types
+
+    public = {
+        name
+        for name, value in vars(distilsent).items()
+        if not name.startswith("_") and not isinstance(value, types.ModuleType)
+    }
+    # Every public name is in __all__ and nothing else is: no name exported by accident.
+    assert set(distilsent.__all__) - {"__version__"} == public - {"annotations"}
     assert len(set(distilsent.__all__)) == len(distilsent.__all__)
+    for name in set(distilsent.__all__) - {"__version__"}:
+        assert getattr(distilsent, name).__module__.startswith("distilsent."), name
     assert {"load", "Classifier", "Prediction", "LoadConfig", "train", "TrainConfig"} <= set(
         distilsent.__all__
     )

@@ -55,4 +55,8 @@ def test_calibrate_lowers_ece_and_keeps_labels(overconfident_model: Path, tiny_t
     # The seed snippet still loads the directory: transformers ignores the extra config key.
     from transformers import DistilBertForSequenceClassification
 
-    assert DistilBertForSequenceClassification.from_pretrained(overconfident_model, dtype=torch.float32)
+    model = DistilBertForSequenceClassification.from_pretrained(overconfident_model, dtype=torch.float32)
+    ids, mask = after.tokenizer.pad(after.tokenizer.encode(texts[:1]))
+    with torch.no_grad():
+        plain = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+    np.testing.assert_allclose(plain.softmax(-1).numpy(), raw[:1], atol=1e-5)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from distilsent.cli import main
+from helpers import SCORE_ABS
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def test_classify_jsonl_keeps_ids(tiny_model_dir: Path, stdin, tiny_classifier, 
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert rows[0]["id"] == "a" and "id" not in rows[1]
-    assert rows[0]["scores"] == pytest.approx(tiny_classifier.predict("good film").scores, abs=1e-6)
+    assert rows[0]["scores"] == pytest.approx(tiny_classifier.predict("good film").scores, abs=SCORE_ABS)
     assert set(rows[1]) == {"label", "score", "scores"}
 
 

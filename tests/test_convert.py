@@ -9,7 +9,7 @@ from transformers import BertConfig, BertModel, BertTokenizer, DistilBertModel
 
 from distilsent import ModelFormatError, convert_bert_to_distilbert
 from distilsent.models import minilm_dir
-from test_compat import assert_snippet_agrees
+from helpers import assert_snippet_agrees
 
 
 def _hidden_states(model, tokenizer, texts):

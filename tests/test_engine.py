@@ -180,4 +180,13 @@ def test_torch_engine_uses_sdpa_attention_and_launch_matches_call(tiny_model_dir
     assert engine.model.config._attn_implementation == "sdpa"
     ids = np.array([[2, 7, 8, 3], [2, 9, 3, 0]])
     mask = (ids != 0).astype(np.int64)
-    np.testing.assert_array_equal(engine.launch(ids, mask)(), engine(ids, mask))
+    got = engine.launch(ids, mask)()
+    # Against the model's own forward pass, each row alone and unpadded: the engine's batching and
+    # padding must not change a row's logits beyond float32 noise.
+    with torch.inference_mode():
+        alone = [
+            engine.model(input_ids=torch.tensor(row[m == 1])[None]).logits[0].numpy()
+            for row, m in zip(ids, mask)
+        ]
+    np.testing.assert_allclose(got, np.stack(alone), atol=1e-5)
+    assert got.dtype == np.float32 and not np.array_equal(got[0], got[1])

@@ -38,6 +38,10 @@ def test_one_class_file_says_what_cannot_be_computed(tiny_model_dir: Path, tmp_p
     assert result.metrics["roc_auc"] is None
     assert "two classes" in result.metrics["notes"][0]
     write_report(result, tmp_path / "report")  # plots and tables cope with one class
+    written = {p.name for p in (tmp_path / "report").iterdir()}
+    assert {"metrics.json", "report.md", "report.html"} <= written
+    saved = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert saved["roc_auc"] is None and "two classes" in saved["notes"][0]
 
 
 @pytest.mark.slow
@@ -72,6 +76,6 @@ def test_report_for_the_reference_checkpoint(
 
 
 def _dev() -> Path:
-    from conftest import SST2
+    from helpers import SST2
 
     return SST2 / "dev.tsv"

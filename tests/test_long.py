@@ -7,6 +7,7 @@ import pytest
 
 import distilsent
 from distilsent.tokenization import TextTokenizer
+from helpers import SCORE_ABS
 
 LONG = " ".join(f"good film {i} bad plot" for i in range(200))
 
@@ -16,7 +17,7 @@ def test_chunking_a_short_text_equals_the_plain_prediction(tiny_model_dir: Path,
     for text in ["good film", "a terrible, boring movie with bad actors"]:
         pred = chunked.predict(text)
         assert pred.windows == 1
-        assert pred.scores == pytest.approx(tiny_classifier.predict(text).scores, abs=1e-6)
+        assert pred.scores == pytest.approx(tiny_classifier.predict(text).scores, abs=SCORE_ABS)
 
 
 def test_windows_cover_the_text_with_overlap(tiny_model_dir: Path) -> None:
@@ -79,7 +80,7 @@ def test_option_validation(fields, match) -> None:
 
 
 def test_neutral_band_needs_two_labels(tmp_path: Path) -> None:
-    from conftest import build_tiny_model
+    from helpers import build_tiny_model
 
     model = build_tiny_model(tmp_path / "m", labels=("A", "B", "C"))
     with pytest.raises(ValueError, match="two-label"):

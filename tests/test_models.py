@@ -161,7 +161,7 @@ def test_update_shard_loads_as_the_trained_weights(tiny_model: Path, tmp_path: P
 
 
 def test_update_refuses_a_different_or_wholly_changed_model(tiny_model: Path, tmp_path: Path) -> None:
-    from conftest import build_tiny_model
+    from helpers import build_tiny_model
 
     other = build_tiny_model(tmp_path / "other", seed=1)
     with pytest.raises(ValueError, match="save the model as a whole"):

@@ -21,6 +21,7 @@ import pytest
 import distilsent
 from distilsent.serve import ServeConfig, create_app
 from distilsent.serve.batching import Batcher
+from helpers import approx_scores
 
 TEXTS = ["a wonderful film", "dull and far too long", "an ok movie"]
 
@@ -137,7 +138,7 @@ def test_classify_options_long_texts_and_neutral_band(tiny_model_dir: Path) -> N
 
 
 def test_a_neutral_band_on_a_three_label_model_is_refused(tmp_path: Path) -> None:
-    from conftest import build_tiny_model
+    from helpers import build_tiny_model
 
     clf = distilsent.load(build_tiny_model(tmp_path / "m", labels=("A", "B", "C")), device="cpu")
 
@@ -159,18 +160,18 @@ def test_tei_predict_shape(classifier: distilsent.Classifier, tiny_model_dir: Pa
         assert r.status_code == 200
         body = r.json()
         assert [e["score"] for e in body] == sorted((e["score"] for e in body), reverse=True)
-        assert {e["label"]: e["score"] for e in body} == pytest.approx(dict(zip(classifier.labels, probs[0])))
+        assert {e["label"]: e["score"] for e in body} == approx_scores(dict(zip(classifier.labels, probs[0])))
         r = await client.post("/predict", json={"inputs": TEXTS, "raw_scores": True})
         for row, expected in zip(r.json(), logits):
-            assert {e["label"]: e["score"] for e in row} == pytest.approx(
-                dict(zip(classifier.labels, expected)), abs=1e-5
+            assert {e["label"]: e["score"] for e in row} == approx_scores(
+                dict(zip(classifier.labels, expected))
             )
         # TEI refuses texts longer than the model unless asked to truncate.
         assert_error(await client.post("/predict", json={"inputs": long_text}), 413, "truncate")
         r = await client.post(
             "/predict", json={"inputs": long_text, "truncate": True, "truncation_direction": "Left"}
         )
-        assert {e["label"]: e["score"] for e in r.json()} == pytest.approx(tail.scores)
+        assert {e["label"]: e["score"] for e in r.json()} == approx_scores(tail.scores)
 
     run_app(scenario, classifier)
 
@@ -180,7 +181,7 @@ def test_hugging_face_inference_shape(classifier: distilsent.Classifier) -> None
 
     async def scenario(client: httpx.AsyncClient, state: Any) -> None:
         r = await client.post("/", json={"inputs": TEXTS[0]})
-        assert r.json() == [[{"label": k, "score": pytest.approx(v)} for k, v in expected.scores.items()]]
+        assert r.json() == [[{"label": k, "score": approx_scores(v)} for k, v in expected.scores.items()]]
         r = await client.post("/", json={"inputs": TEXTS, "parameters": {"top_k": 1}})
         assert [len(x) for x in r.json()] == [1, 1, 1]
 

@@ -1,11 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from distilsent import DataError, TrainConfig, train
-from test_compat import assert_snippet_agrees
+from helpers import assert_snippet_agrees, kill_then_resume
 
 
 def _config(tiny_tsv: Path, tiny_model_dir: Path, output: Path, **overrides) -> TrainConfig:
@@ -252,6 +247,8 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
     (out / "keep.txt").write_text("precious")
     with pytest.raises(DataError, match=r"--resume .* or --overwrite"):
         train(_config(tiny_tsv, tiny_model_dir, out))
+    assert (out / "keep.txt").read_text() == "precious"
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize(
@@ -284,23 +281,7 @@ def test_kill_then_resume_reaches_the_same_model(
     reference = train(_config(tiny_tsv, tiny_model_dir, tmp_path / "reference", **overrides)).output
 
     config = _config(tiny_tsv, tiny_model_dir, tmp_path / "killed", **overrides)
-    argv = [sys.executable, "-m", "distilsent.cli", *config.command().split()[1:]]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    checkpoints = Path(config.output) / "checkpoints"
-    deadline = time.monotonic() + 120
-    try:
-        while not (checkpoints / "checkpoint-40" / "trainer_state.json").is_file():
-            assert proc.poll() is None, "training ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    assert not (Path(config.output) / "model.safetensors").exists()
-
-    done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    kill_then_resume(config, checkpoint=40)
     resumed, expected = (
         load_file(Path(config.output) / "model.safetensors"),
         load_file(reference / "model.safetensors"),

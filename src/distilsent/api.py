@@ -21,7 +21,7 @@ import numpy as np
 
 from ._config import Config
 from ._gc import gc_paused
-from .engine import BACKENDS, create_engine, run_batches
+from .engine import BACKENDS, DTYPES, create_engine, run_batches
 from .metrics import softmax
 from .models import DEFAULT_MODEL, resolve_model
 from .tokenization import TextTokenizer, TokenBatch
@@ -83,6 +83,9 @@ class LoadConfig(Config):
     or 'onnx-int8'."""
     device: str = "auto"
     """'auto' (a GPU when there is one), 'cpu', 'cuda', 'cuda:N' or 'mps'."""
+    dtype: str = "auto"
+    """Torch backend's compute dtype: 'auto' (fp32 on a CPU; bf16 on a GPU that has it, else fp16),
+    'fp32', 'bf16' (fast on CPUs with AMX or AVX512-BF16; logits within about 1e-2) or 'fp16'."""
     batch_size: int | None = None
     """Texts per model call (default: 32 on a CPU, 1024 on a GPU, which needs many tokens per call
     to be busy); halved automatically when memory runs out."""
@@ -119,6 +122,10 @@ class LoadConfig(Config):
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
+        if self.dtype not in ("auto", "fp32") and self.backend.startswith("onnx"):
+            raise ValueError(f"dtype {self.dtype!r} is for the torch backend; the onnx backends run fp32/int8")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 3 <= self.max_length <= 512:
@@ -191,6 +198,7 @@ class Classifier:
             self.model_dir,
             device=config.device,
             threads=config.threads or _available_threads(),
+            dtype=config.dtype,
         )
         self.batch_size = config.batch_size or (32 if self.engine.device == "cpu" else _GPU_BATCH_SIZE)
         self.temperature = float(self.model_config.get(TEMPERATURE_KEY, 1.0)) if config.calibrated else 1.0
@@ -222,6 +230,7 @@ class Classifier:
             "parameters": self.engine.num_parameters(),
             "backend": self.engine.backend,
             "device": self.engine.device,
+            "dtype": getattr(self.engine, "dtype", "float32"),
             "max_length": self.config.max_length,
             "batch_size": self.batch_size,
         }

@@ -38,12 +38,20 @@ def write_model_card(
         or "| – | – | – | – |"
     )
     best = metrics["best"]
+    selected_on = metrics.get("selected_on", "dev")
+    split = {"dev": "dev", "holdout": "held-out training slice"}.get(selected_on, selected_on)
     best_line = (
-        f"Kept checkpoint: step {best['step']} (epoch {best['epoch']:.2f}), "
-        f"dev accuracy **{100 * best['accuracy']:.2f} %**, macro-F1 {best['f1']:.4f}."
+        f"Kept checkpoint: step {best['step']} (epoch {best['epoch']:.2f}), chosen on the {split}: "
+        f"accuracy **{100 * best['accuracy']:.2f} %**, macro-F1 {best['f1']:.4f}."
         if best
-        else "No dev file was given, so the last checkpoint was kept."
+        else "No selection set was given, so the last checkpoint was kept."
     )
+    final = metrics.get("dev")
+    if final:
+        best_line += (
+            f" Dev, evaluated once after selection: accuracy **{100 * final['accuracy']:.2f} %**, "
+            f"macro-F1 {final['f1']:.4f}."
+        )
     labels = ", ".join(f"{i} = {name}" for i, name in sorted(id2label.items()))
     text = f"""---
 library_name: transformers
@@ -69,7 +77,7 @@ are truncated.
 {rows}
 
 ## Results
-| epoch | step | dev accuracy | dev macro-F1 |
+| epoch | step | {split} accuracy | {split} macro-F1 |
 |---|---|---|---|
 {history}
 

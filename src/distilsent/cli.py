@@ -52,7 +52,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tu
             continue
         flags = ["--" + f.name.replace("_", "-"), *_ALIASES.get(f.name, [])]
         kind = _base_type(hints[f.name])
-        required = f.default is dataclasses.MISSING
+        required = f.default is dataclasses.MISSING or bool(f.metadata.get("required"))
         # argparse %-formats help strings; a docstring's "1 %" must stay text.
         help_text = docs.get(f.name, "").replace("%", "%%")
         if kind is bool:
@@ -214,12 +214,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
 
     result = train(config_from_args(TrainConfig, args), resume=args.resume, overwrite=args.overwrite)
+    print(_train_summary(result, args.select_on))
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from .distill import DistillConfig, distill
+
+    result = distill(config_from_args(DistillConfig, args), resume=args.resume, overwrite=args.overwrite)
+    print(_train_summary(result, args.select_on))
+    return 0
+
+
+def _train_summary(result: Any, select_on: str) -> str:
     best = result.best_metrics
     summary = f"model written to {result.output} in {result.seconds:.0f} s"
     if best:
-        summary += f"; best dev accuracy {100 * best['accuracy']:.2f} % at step {best['step']}"
-    print(summary)
-    return 0
+        split = "dev" if select_on == "dev" else "held-out slice"
+        summary += f"; best {split} accuracy {100 * best['accuracy']:.2f} % at step {best['step']}"
+    dev = json.loads((result.output / "train_metrics.json").read_text()).get("dev")
+    if dev:
+        summary += f"; dev accuracy {100 * dev['accuracy']:.2f} % (evaluated once, after selection)"
+    return summary
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -394,6 +410,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 def _build_parser() -> argparse.ArgumentParser:
     from .api import LoadConfig
+    from .distill import DistillConfig
     from .export import ExportConfig
     from .train import TrainConfig
 
@@ -443,6 +460,14 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output directory")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("distill", help="train a DistilBERT student to imitate a stronger teacher")
+    add_config_arguments(p, DistillConfig)
+    p.add_argument(
+        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output directory")
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("convert", help="convert a BERT checkpoint to DistilBERT layout, exactly")
     p.add_argument("src", metavar="SRC", help="BERT model directory, hub id, or 'minilm'")

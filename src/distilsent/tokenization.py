@@ -8,6 +8,7 @@ special tokens after the text is cut to ``max_length - 2`` word pieces.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,7 @@ class TextTokenizer:
 
     def __init__(self, model_dir: str | Path, max_length: int = 128, truncation_side: str = "head") -> None:
         self._tok = _load_backend(Path(model_dir))
+        padding = json.loads(self._tok.to_str()).get("padding") or {}
         self._tok.no_padding()
         # A twin without truncation, for the tail of long texts and for windows.
         self._plain = Tokenizer.from_str(self._tok.to_str())
@@ -109,9 +111,11 @@ class TextTokenizer:
         self._tok.enable_truncation(max_length)
         self.max_length = max_length
         self.truncation_side = truncation_side
-        self.pad_id = self._tok.token_to_id("[PAD]") or 0
-        self.cls_id = self._tok.token_to_id("[CLS]")
-        self.sep_id = self._tok.token_to_id("[SEP]")
+        # The special tokens as the tokenizer's own post-processor adds them: [CLS]/[SEP] for BERT
+        # vocabularies, <s>/</s> for MPNet and RoBERTa ones.
+        self.cls_id, self.sep_id = self._plain.encode("").ids[:1][0], self._plain.encode("").ids[-1]
+        pad = next((t for t in ("[PAD]", "<pad>") if self._tok.token_to_id(t) is not None), None)
+        self.pad_id = padding["pad_id"] if "pad_id" in padding else (self._tok.token_to_id(pad) if pad else 0)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids of each text, ``[CLS]`` and ``[SEP]`` included, at most ``max_length`` long.

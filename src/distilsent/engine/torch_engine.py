@@ -38,7 +38,9 @@ class TorchEngine:
 
     backend = "torch"
 
-    def __init__(self, model_dir: Path, *, device: str = "auto", threads: int | None = None) -> None:
+    def __init__(
+        self, model_dir: Path, *, device: str = "auto", threads: int | None = None, dtype: str = "auto"
+    ) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
         from ..models import has_torch_weights
@@ -49,11 +51,14 @@ class TorchEngine:
         self._device = resolve_device(device)
         if threads is not None:
             torch.set_num_threads(threads)
-        if self._device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if dtype != "auto":
+            torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+        elif self._device.type == "cuda":
+            torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         else:
             # Checkpoints are often stored in fp16; CPUs compute fp16 slowly and less exactly.
-            dtype = torch.float32
+            torch_dtype = torch.float32
+        self.dtype = str(torch_dtype).removeprefix("torch.")
         config = AutoConfig.from_pretrained(model_dir)
         if not config.architectures or not any("SequenceClassification" in a for a in config.architectures):
             raise ModelFormatError(
@@ -67,7 +72,7 @@ class TorchEngine:
         hf_logging.disable_progress_bar()
         try:
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=dtype, use_safetensors=has_safetensors(model_dir) or None
+                model_dir, dtype=torch_dtype, use_safetensors=has_safetensors(model_dir) or None
             )
         finally:
             if bar_was_on:
