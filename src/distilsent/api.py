@@ -125,7 +125,7 @@ class LoadConfig(Config):
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
         if self.dtype not in ("auto", "fp32") and self.backend.startswith("onnx"):
-            raise ValueError(f"dtype {self.dtype!r} is for the torch backend; the onnx backends run fp32/int8")
+            raise ValueError(f"dtype {self.dtype!r} is for the torch backend; onnx backends run fp32 or int8")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 3 <= self.max_length <= 512:

@@ -84,9 +84,7 @@ class DistillConfig(TrainConfig):
             raise ValueError(f"teacher_batch_size must be positive, got {self.teacher_batch_size}")
 
 
-def word_variants(
-    texts: Sequence[str], *, copies: int, p: float, seed: int, min_words: int = 4
-) -> list[str]:
+def word_variants(texts: Sequence[str], *, copies: int, p: float, seed: int, min_words: int = 4) -> list[str]:
     """Word-level perturbations of ``texts`` for the transfer set, ``copies`` per text.
 
     Each word is changed with probability ``p``: replaced by a word drawn from the texts' own
@@ -157,7 +155,7 @@ class TeacherLogits:
 
     def _weights_digest(self) -> str:
         h = hashlib.sha256()
-        for path in sorted(self.teacher_dir.glob("*.safetensors")) + [self.teacher_dir / "config.json"]:
+        for path in [*sorted(self.teacher_dir.glob("*.safetensors")), self.teacher_dir / "config.json"]:
             with path.open("rb") as f:
                 for block in iter(lambda f=f: f.read(1 << 24), b""):
                     h.update(block)

@@ -15,9 +15,9 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -526,7 +526,8 @@ def train(
             train_set += _tokenize(tokenizer, extra, [-100] * len(extra), config.max_length)
         targets = soft_targets.logits(train_texts + extra)
         if targets.shape != (len(train_set), len(id2label)):
-            raise ValueError(f"teacher logits have shape {targets.shape}, need {(len(train_set), len(id2label))}")
+            need = (len(train_set), len(id2label))
+            raise ValueError(f"teacher logits have shape {targets.shape}, need {need}")
         for row, values in zip(train_set, targets.tolist()):
             row["teacher_logits"] = values
     # Copied before any parameter is frozen or trained: the starting model, held fixed.

@@ -11,7 +11,16 @@ import numpy as np
 from ..tokenization import TokenBatch
 from .base import Engine
 
-__all__ = ["BACKENDS", "DTYPES", "Engine", "cpu_flags", "create_engine", "has_native_bf16", "partition", "run_batches"]
+__all__ = [
+    "BACKENDS",
+    "DTYPES",
+    "Engine",
+    "cpu_flags",
+    "create_engine",
+    "has_native_bf16",
+    "partition",
+    "run_batches",
+]
 
 logger = logging.getLogger(__name__)
 
