@@ -27,7 +27,7 @@ SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
 def make_input(path: Path, rows: int) -> None:
-    from distilsent.data import read_labelled
+    from distilsent.formats import read_labelled
 
     texts = read_labelled(SST2 / "train.tsv").texts + read_labelled(SST2 / "dev.tsv").texts
     with path.open("w") as f:
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
 
-    from distilsent.models import resolve_model
+    from distilsent.core.models import resolve_model
 
     model_dir = resolve_model(args.model)
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,9 +24,9 @@ def main() -> None:
     args = parser.parse_args()
 
     import distilsent
-    from distilsent.calibration import fit_temperature, nll
-    from distilsent.data import read_labelled
-    from distilsent.metrics import expected_calibration_error, softmax
+    from distilsent.evaluation.calibration import fit_temperature, nll
+    from distilsent.evaluation.metrics import expected_calibration_error, softmax
+    from distilsent.formats import read_labelled
 
     dev = read_labelled(DEV)
     clf = distilsent.load(args.model, device="cpu", calibrated=False)

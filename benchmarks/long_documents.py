@@ -37,7 +37,7 @@ FILLER = [
 
 
 def make_documents(n: int, seed: int = 0) -> tuple[list[str], list[int]]:
-    from distilsent.data import read_labelled
+    from distilsent.formats import read_labelled
 
     dev = read_labelled(DEV)
     by_label = {0: [], 1: []}

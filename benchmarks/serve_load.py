@@ -31,7 +31,7 @@ SST2_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "d
 
 
 def sentences(limit: int) -> list[str]:
-    from distilsent.data import read_labelled
+    from distilsent.formats import read_labelled
 
     texts = read_labelled(SST2_DEV).texts
     return (texts * (limit // len(texts) + 1))[:limit]

@@ -20,7 +20,7 @@ DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 def sst2_texts(n: int, distinct: bool = True) -> list[str]:
     """SST-2 dev sentences repeated to ``n``; each repeat gets a one-token suffix unless ``distinct``
     is off, so that distilsent's de-duplication of identical texts does not inflate its numbers."""
-    from distilsent.data import read_labelled
+    from distilsent.formats import read_labelled
 
     base = read_labelled(DEV).texts
     texts = [t if k == 0 or not distinct else f"{t} {k}" for k in range(n // len(base) + 1) for t in base]
@@ -54,7 +54,7 @@ def base_shaped_model(directory: Path) -> Path:
     import torch
     from transformers import DistilBertConfig, DistilBertForSequenceClassification
 
-    from distilsent.models import DEFAULT_MODEL_DIR
+    from distilsent.core.models import DEFAULT_MODEL_DIR
 
     torch.manual_seed(0)
     labels = {0: "NEGATIVE", 1: "POSITIVE"}

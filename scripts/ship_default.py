@@ -3,7 +3,7 @@
 The default's weights are kept in git, where every new version is a new 45 MB blob. A default retrained
 from the current one with most tensors frozen (``distilsent train --init default --trainable bitfit``)
 is stored instead as the current weights file, unchanged (renamed to the first shard, the same blob),
-plus a second shard with the tensors that changed (see ``distilsent.models.write_update``).
+plus a second shard with the tensors that changed (see ``distilsent.core.models.write_update``).
 
     python scripts/ship_default.py runs/mitigated
 """
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from distilsent import DistilsentError
-from distilsent.models import BASE_SHARD, DEFAULT_MODEL_DIR, write_update
+from distilsent.core.models import BASE_SHARD, DEFAULT_MODEL_DIR, write_update
 
 _COPIED = (
     "config.json",

@@ -59,7 +59,7 @@ def sst2_dev() -> tuple[list[str], list[int]]:
     path = SST2 / "dev.tsv"
     if not path.is_file():
         pytest.skip(f"SST-2 dev not found at {path} (only in CI and development checkouts)")
-    from distilsent.data import read_labelled
+    from distilsent.formats import read_labelled
 
     data = read_labelled(path)
     return data.texts, [int(x) for x in data.labels]

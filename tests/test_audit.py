@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 import distilsent
-from distilsent.audit import AuditConfig, ProbeFamily, audit, audit_family, load_families, write_report
 from distilsent.cli import main
+from distilsent.fairness.audit import (
+    AuditConfig,
+    ProbeFamily,
+    audit,
+    audit_family,
+    load_families,
+    write_report,
+)
 
 
 def test_shipped_families_fill_every_slot() -> None:

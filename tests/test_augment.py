@@ -3,8 +3,8 @@ from __future__ import annotations
 import difflib
 import re
 
-from distilsent.audit import load_families
-from distilsent.augment import counterfactual, heldout_families, training_families
+from distilsent.fairness.audit import load_families
+from distilsent.training.augment import counterfactual, heldout_families, training_families
 
 
 def _terms(families) -> set[str]:
@@ -43,7 +43,7 @@ def test_first_names_only_when_capitalised() -> None:
 
 
 def test_inserted_pairs_name_two_groups_of_one_family_around_the_same_sentence() -> None:
-    from distilsent.augment import inserted_pairs
+    from distilsent.training.augment import inserted_pairs
 
     texts, labels = ["a gripping film", "dull and long", "it works"], [1, 0, 1]
     firsts, out_labels, seconds = inserted_pairs(texts, labels, pairs=300, seed=5)

@@ -161,14 +161,15 @@ def test_resume_after_an_interruption_gives_the_same_output(tmp_path: Path, tiny
 
 
 def test_local_workers_give_the_same_output(tmp_path: Path, tiny_model_dir: Path, monkeypatch) -> None:
-    import distilsent.batch
+    import distilsent.batch.local
 
     src = write_input(tmp_path / "in.txt", [{"text": f"{t} {i}"} for i, t in enumerate(TEXTS)])
     load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
     run_batch(config(tmp_path, src, "one.csv", chunk_rows=4), load)
     loaded_here = []
-    real = distilsent.batch.Classifier
-    monkeypatch.setattr(distilsent.batch, "Classifier", lambda c: loaded_here.append(os.getpid()) or real(c))
+    local = distilsent.batch.local
+    real = local.Classifier
+    monkeypatch.setattr(local, "Classifier", lambda c: loaded_here.append(os.getpid()) or real(c))
     run_batch(config(tmp_path, src, "two.csv", chunk_rows=4, workers=2), load)
     assert os.getpid() not in loaded_here  # only the worker processes hold the model
     one, two = read_output(tmp_path / "one.csv"), read_output(tmp_path / "two.csv")

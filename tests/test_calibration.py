@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import distilsent
-from distilsent.calibration import fit_temperature, nll
 from distilsent.cli import main
-from distilsent.metrics import expected_calibration_error
+from distilsent.evaluation.calibration import fit_temperature, nll
+from distilsent.evaluation.metrics import expected_calibration_error
 
 
 def test_fit_recovers_a_known_temperature() -> None:

@@ -177,7 +177,7 @@ def test_console_script_offline_hub_error(tmp_path: Path) -> None:
 def test_unwritable_output_is_a_user_error(
     tiny_model: Path, tiny_tsv: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from distilsent import calibration
+    from distilsent.evaluation import calibration
 
     def read_only(model_dir: Path, temperature: float) -> None:
         raise PermissionError(13, "Permission denied", str(model_dir / "config.json"))

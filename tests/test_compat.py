@@ -19,7 +19,7 @@ def test_reference_checkpoint(ref_model_dir: Path) -> None:
 
 
 def test_default_model() -> None:
-    from distilsent.models import DEFAULT_MODEL_DIR
+    from distilsent.core.models import DEFAULT_MODEL_DIR
 
     if not (DEFAULT_MODEL_DIR / "config.json").is_file():
         pytest.skip("no default model bundled in this checkout")

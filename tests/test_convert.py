@@ -8,7 +8,7 @@ import torch
 from transformers import BertConfig, BertModel, BertTokenizer, DistilBertModel
 
 from distilsent import ModelFormatError, convert_bert_to_distilbert
-from distilsent.models import minilm_dir
+from distilsent.core.models import minilm_dir
 from helpers import assert_snippet_agrees
 
 

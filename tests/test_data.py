@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from distilsent import DataError
-from distilsent.data import LabelledData, encode_labels, label_names, read_labelled
+from distilsent.formats import LabelledData, encode_labels, label_names, read_labelled
 
 
 def test_sst2_tsv_needs_no_flags(tmp_path: Path) -> None:

@@ -13,8 +13,8 @@ from safetensors.torch import load_file
 
 import distilsent
 from distilsent import DataError, ModelFormatError, ModelNotFoundError
-from distilsent.distill import DistillConfig, TeacherLogits, distill, kd_loss, word_variants
-from distilsent.models import MPNET_PARTS, mpnet_dir, resolve_init
+from distilsent.core.models import MPNET_PARTS, mpnet_dir, resolve_init
+from distilsent.training.distill import DistillConfig, TeacherLogits, distill, kd_loss, word_variants
 from helpers import WORDS, build_tiny_bert, build_tiny_model, kill_then_resume
 
 
@@ -83,7 +83,7 @@ def test_teacher_logits_are_cached_and_not_recomputed(bert_teacher: Path, tmp_pa
 def test_teacher_dtype_auto_is_bf16_only_where_the_cpu_has_it(
     bert_teacher: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import distilsent.engine as engine
+    import distilsent.core.engine as engine
 
     for flags, expected in (({"avx2"}, "auto"), ({"avx2", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16")):
         monkeypatch.setattr(engine, "cpu_flags", lambda flags=flags: flags)
@@ -94,7 +94,7 @@ def test_teacher_dtype_auto_is_bf16_only_where_the_cpu_has_it(
 def test_teacher_logits_resume_from_finished_chunks(
     bert_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import distilsent.distill as module
+    import distilsent.training.distill as module
 
     monkeypatch.setattr(module, "_CHUNK", 16)
     texts = _texts(40)

@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import DistilBertForSequenceClassification
 
-from distilsent.engine import create_engine, partition, run_batches
-from distilsent.tokenization import TextTokenizer, TokenBatch
+from distilsent.core.engine import create_engine, partition, run_batches
+from distilsent.core.tokenization import TextTokenizer, TokenBatch
 
 
 class FakeEngine:

@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 
 from distilsent import DataError
-from distilsent.api import load
 from distilsent.cli import main
-from distilsent.data import read_labelled
-from distilsent.evaluate import evaluate, write_report
+from distilsent.core.classifier import load
+from distilsent.evaluation.evaluate import evaluate, write_report
+from distilsent.formats import read_labelled
 
 
 def test_eval_on_tiny_model(tiny_model_dir: Path, tiny_tsv: Path, tmp_path: Path, capsys) -> None:

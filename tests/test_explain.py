@@ -8,7 +8,7 @@ import pytest
 
 import distilsent
 from distilsent.cli import main
-from distilsent.explain import explain, to_html
+from distilsent.core.explain import explain, to_html
 
 
 def test_attributions_are_complete_on_the_tiny_model(tiny_classifier) -> None:

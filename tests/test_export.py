@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import distilsent
-from distilsent import export as export_module
 from distilsent.cli import main
+from distilsent.core.engine import onnx_export
 from distilsent.export import ExportConfig, check_int8_drop
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
@@ -51,23 +51,6 @@ def test_int8_backend_runs(tiny_model_dir: Path, tiny_classifier) -> None:
     assert not np.array_equal(got, want)
 
 
-def test_fp32_nodes_name_the_parts_the_int8_recipe_keeps(tiny_model_dir: Path) -> None:
-    from distilsent.export import cached_onnx, fp32_nodes
-
-    path = cached_onnx(tiny_model_dir)
-    assert fp32_nodes(path, embeddings=True) == ["EmbedLayerNormalization_0"]
-    first = fp32_nodes(path, embeddings=False, layers=(0,))
-    assert "Attention_0" in first and all(
-        n == "Attention_0" or n.startswith("/distilbert/transformer/layer.0/") for n in first
-    )
-    assert {n.split("/")[-2] for n in first if n != "Attention_0"} == {"out_lin", "lin1", "lin2"}
-    # The tiny model has 2 layers; the last, computed for [CLS] only, is outside /distilbert/.
-    last = fp32_nodes(path, embeddings=False, last=True)
-    assert {"/q_lin/MatMul", "/k_lin/MatMul", "/v_lin/MatMul", "/out_lin/MatMul"} <= set(last)
-    assert {"/ffn/lin1/MatMul", "/ffn/lin2/MatMul"} <= set(last)
-    assert not set(last) & set(first)
-
-
 def test_export_is_cached_by_weights(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, private_cache: Path
 ) -> None:
@@ -77,7 +60,7 @@ def test_export_is_cached_by_weights(
     def no_export(*args, **kwargs):
         raise AssertionError("exported again instead of reusing the cache")
 
-    monkeypatch.setattr(export_module, "export_onnx", no_export)
+    monkeypatch.setattr(onnx_export, "export_onnx", no_export)
     assert distilsent.load(tiny_model_dir, backend="onnx", device="cpu").engine.path == first
 
 
@@ -152,7 +135,7 @@ def test_reference_checkpoint_onnx_parity_and_int8_agreement(
 def test_int8_is_blockwise_int8_of_an_export_with_unfused_attention(tiny_model_dir: Path) -> None:
     import onnx
 
-    from distilsent.export import cached_onnx
+    from distilsent.core.engine.onnx_export import cached_onnx
 
     graph = onnx.load(str(cached_onnx(tiny_model_dir, int8=True))).graph
     weights = {t.name for t in graph.initializer}

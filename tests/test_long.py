@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import distilsent
-from distilsent.tokenization import TextTokenizer
+from distilsent.core.tokenization import TextTokenizer
 from helpers import SCORE_ABS
 
 LONG = " ".join(f"good film {i} bad plot" for i in range(200))

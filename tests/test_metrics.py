@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from distilsent import metrics as m
+from distilsent.evaluation import metrics as m
 
 # Four examples, two classes; hand-computed values below.
 PROBS = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])

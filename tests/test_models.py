@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file
 
 import distilsent
-from distilsent import models
-from distilsent.models import resolve_model
+from distilsent.core import models
+from distilsent.core.models import resolve_model
 
 
 def test_local_directory_resolves(tiny_model_dir: Path) -> None:
@@ -134,7 +134,7 @@ def test_update_shard_loads_as_the_trained_weights(tiny_model: Path, tmp_path: P
     from safetensors.torch import save_file
     from transformers import DistilBertForSequenceClassification
 
-    from distilsent.export import _weights_key
+    from distilsent.core.engine.onnx_export import _weights_key
     from test_compat import assert_snippet_agrees
 
     trained = Path(shutil.copytree(tiny_model, tmp_path / "trained"))

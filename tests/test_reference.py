@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from distilsent.models import DEFAULT_MODEL_DIR
+from distilsent.core.models import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.slow
 

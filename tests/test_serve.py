@@ -229,14 +229,14 @@ def test_every_input_error_is_json_naming_the_field(classifier: distilsent.Class
 
 
 def test_queue_full_is_429_with_retry_after(classifier: distilsent.Classifier) -> None:
-    original = classifier._run
+    original = classifier.run
 
     def slow(batch: list[list[int]]) -> np.ndarray:
         time.sleep(0.3)
         return original(batch)
 
     async def scenario(client: httpx.AsyncClient, state: Any) -> None:
-        classifier._run = slow  # type: ignore[method-assign]
+        classifier.run = slow  # type: ignore[method-assign]
         first = asyncio.create_task(client.post("/v1/classify", json={"inputs": "one"}))
         await asyncio.sleep(0.05)
         r = await client.post("/v1/classify", json={"inputs": "two"})

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
-from distilsent.tokenization import TextTokenizer, TokenBatch
+from distilsent.core.tokenization import TextTokenizer, TokenBatch
 
 
 def test_truncation_keeps_cls_and_sep(tiny_model_dir: Path) -> None:

@@ -71,7 +71,7 @@ def test_counterfactual_augmentation_trains(
     rows = ["a fine film from france\t1", "the man was dull\t0", "great\t1", "awful\t0"] * 4
     data.write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
     config = _config(data, tiny_model_dir, tmp_path / "out", dev=None, epochs=1, augment="counterfactual")
-    with caplog.at_level("WARNING", logger="distilsent.train"):
+    with caplog.at_level("WARNING", logger="distilsent.training.train"):
         result = train(config)
     assert (result.output / "model.safetensors").is_file()
     assert "8 of 16 sentences name an identity term; 16 copies added" in caplog.text
@@ -89,7 +89,7 @@ def _paired_batch(tiny_model_dir: Path) -> tuple[torch.nn.Module, list[list[int]
     is a copy of sentence 0, and training arguments for a trainer that is never run."""
     from transformers import AutoTokenizer, DistilBertForSequenceClassification, TrainingArguments
 
-    from distilsent.train import _PairCollator
+    from distilsent.training.train import _PairCollator
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     # No dropout: the pairing term is only added in training mode, and must be reproducible here.
@@ -108,7 +108,7 @@ def _paired_batch(tiny_model_dir: Path) -> tuple[torch.nn.Module, list[list[int]
 
 
 def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_dir: Path) -> None:
-    from distilsent.train import _pairing_trainer
+    from distilsent.training.train import _pairing_trainer
 
     model, ids, batch, args = _paired_batch(tiny_model_dir)
     assert batch["pair_rows"].tolist() == [1] and batch["pair_input_ids"].shape[0] == 1
@@ -128,7 +128,7 @@ def test_pairing_loss_adds_the_weighted_squared_log_probability_gap(tiny_model_d
 def test_distill_adds_the_gap_to_a_frozen_teacher_on_unpaired_sentences(tiny_model_dir: Path) -> None:
     import copy
 
-    from distilsent.train import _pairing_trainer
+    from distilsent.training.train import _pairing_trainer
 
     model, ids, batch, args = _paired_batch(tiny_model_dir)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
@@ -174,7 +174,7 @@ def test_distill_keeps_the_starting_models_predictions(tiny_model_dir: Path, tmp
 
 def test_consistency_pulls_copies_towards_their_originals(tiny_model_dir: Path, tmp_path: Path) -> None:
     from distilsent import load
-    from distilsent.augment import counterfactual
+    from distilsent.training.augment import counterfactual
 
     data = _identity_data(tmp_path)
     rows = [line.split("\t") for line in data.read_text().splitlines()[1:]]
@@ -198,7 +198,7 @@ def test_consistency_pulls_copies_towards_their_originals(tiny_model_dir: Path, 
 def test_inserted_pairs_train_with_the_consistency_loss(
     tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from distilsent.train import _PairCollator
+    from distilsent.training.train import _PairCollator
 
     seen: list[int] = []
     collate = _PairCollator.__call__
@@ -213,7 +213,7 @@ def test_inserted_pairs_train_with_the_consistency_loss(
         _identity_data(tmp_path), tiny_model_dir, tmp_path / "out", dev=None, epochs=1,
         augment="counterfactual", augment_insert=24, consistency=1.0,
     )  # fmt: skip
-    with caplog.at_level("WARNING", logger="distilsent.train"):
+    with caplog.at_level("WARNING", logger="distilsent.training.train"):
         train(config)
     assert "24 sentences with an inserted identity term added" in caplog.text
     # 16 counterfactual copies + 24 inserted sentences carry a pair; the 16 originals do not.

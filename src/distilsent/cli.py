@@ -18,9 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Union
 
-from ._config import field_docs
-from ._exceptions import DataError, DistilsentError
-from .data import json_object, utf8_line
+from distilsent.core.config import field_docs
+from distilsent.core.errors import DataError, DistilsentError
+from distilsent.core.postprocess import FUNCTIONS
+from distilsent.core.text import text_problem
+from distilsent.formats import json_object, utf8_line
 
 __all__ = ["main"]
 
@@ -113,10 +115,9 @@ def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
         return None  # blank lines separate nothing in JSONL
     obj = json_object(line)
     text = obj.get("text")
-    if not isinstance(text, str):
-        raise DataError('"text" is missing or not a string')
-    if not text.strip():
-        raise DataError('"text" is empty')
+    problem = text_problem(text)
+    if problem is not None:
+        raise DataError(f'"text" {problem}')
     return obj.get("id"), text
 
 
@@ -139,7 +140,7 @@ def _progress(enabled: bool) -> Any:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from .api import Classifier, LoadConfig
+    from distilsent.core.classifier import Classifier, LoadConfig
 
     for i, text in enumerate(args.texts, 1):
         if not text.strip():
@@ -191,7 +192,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from .api import Classifier, LoadConfig
+    from distilsent.core.classifier import Classifier, LoadConfig
 
     info = Classifier(config_from_args(LoadConfig, args)).info()
     if args.json:
@@ -211,7 +212,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
+    from distilsent.training.train import TrainConfig, train
 
     result = train(config_from_args(TrainConfig, args), resume=args.resume, overwrite=args.overwrite)
     print(_train_summary(result, args.select_on))
@@ -219,7 +220,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
-    from .distill import DistillConfig, distill
+    from distilsent.training.distill import DistillConfig, distill
 
     result = distill(config_from_args(DistillConfig, args), resume=args.resume, overwrite=args.overwrite)
     print(_train_summary(result, args.select_on))
@@ -239,8 +240,8 @@ def _train_summary(result: Any, select_on: str) -> str:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from .convert import convert_bert_to_distilbert
-    from .models import MINILM, minilm_dir, resolve_model
+    from distilsent.core.models import MINILM, minilm_dir, resolve_model
+    from distilsent.training.convert import convert_bert_to_distilbert
 
     src = minilm_dir() if args.src == MINILM else resolve_model(args.src)
     labels = dict(enumerate(args.labels.split(","))) if args.labels else None
@@ -250,7 +251,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import ExportConfig, export
+    from distilsent.export import ExportConfig, export
 
     result = export(config_from_args(ExportConfig, args))
     print(f"wrote {result.output / 'model.onnx'}")
@@ -266,9 +267,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .api import Classifier, LoadConfig
-    from .data import read_labelled
-    from .evaluate import compare, evaluate, write_report
+    from distilsent.core.classifier import Classifier, LoadConfig
+    from distilsent.evaluation.evaluate import compare, evaluate, write_report
+    from distilsent.formats import read_labelled
 
     data = read_labelled(args.data, text_column=args.text_column, label_column=args.label_column)
     config = config_from_args(LoadConfig, args)
@@ -302,10 +303,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .api import load
-    from .calibration import fit_temperature, nll, save_temperature
-    from .data import encode_labels, read_labelled
-    from .metrics import expected_calibration_error, softmax
+    from distilsent.core.classifier import load
+    from distilsent.evaluation.calibration import fit_temperature, nll, save_temperature
+    from distilsent.evaluation.metrics import expected_calibration_error, softmax
+    from distilsent.formats import encode_labels, read_labelled
 
     clf = load(args.model, calibrated=False)
     data = read_labelled(args.dev, text_column=args.text_column, label_column=args.label_column)
@@ -323,8 +324,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .api import LoadConfig
-    from .serve import ServeConfig, serve
+    from distilsent.core.classifier import LoadConfig
+    from distilsent.serve import ServeConfig, serve
 
     serve_config = dataclasses.replace(
         config_from_args(ServeConfig, args), api_keys=tuple(args.api_key or ())
@@ -336,8 +337,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .api import Classifier, LoadConfig
-    from .explain import to_html, to_rich
+    from distilsent.core.classifier import Classifier, LoadConfig
+    from distilsent.core.explain import to_html, to_rich
 
     if not args.text.strip():
         raise DataError("TEXT is empty")
@@ -366,13 +367,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .api import Classifier, LoadConfig
-    from .audit import AuditConfig, audit, load_families, write_report
+    from distilsent.core.classifier import Classifier, LoadConfig
+    from distilsent.fairness.audit import AuditConfig, audit, load_families, write_report
 
     config = config_from_args(AuditConfig, args)
     families = load_families(config.probes, builtin=config.builtin)
     if config.heldout:
-        from .augment import heldout_families
+        from distilsent.training.augment import heldout_families
 
         families = heldout_families(families)
     clf = Classifier(config_from_args(LoadConfig, args))
@@ -400,8 +401,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    from .api import LoadConfig
-    from .batch import BatchConfig, run_batch
+    from distilsent.batch import BatchConfig, run_batch
+    from distilsent.core.classifier import LoadConfig
 
     summary = run_batch(config_from_args(BatchConfig, args), config_from_args(LoadConfig, args))
     print(f"{summary.output}: {summary.line()}")
@@ -409,15 +410,15 @@ def cmd_batch(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from .api import LoadConfig
-    from .distill import DistillConfig
-    from .export import ExportConfig
-    from .train import TrainConfig
+    from distilsent.core.classifier import LoadConfig
+    from distilsent.export import ExportConfig
+    from distilsent.training.distill import DistillConfig
+    from distilsent.training.train import TrainConfig
 
     parser = _Parser(
         prog="distilsent", description="DistilBERT text classification, from training to serving."
     )
-    from . import __version__
+    from distilsent._version import __version__
 
     parser.add_argument("--version", action="version", version=f"distilsent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -442,7 +443,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None, help="keep only the K most likely labels in scores")
     p.add_argument(
         "--function-to-apply",
-        choices=("softmax", "sigmoid", "none"),
+        choices=FUNCTIONS,
         default=None,
         help="how logits become scores (default: softmax)",
     )
@@ -513,7 +514,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=8, help="how many of the strongest words to list")
     p.set_defaults(func=cmd_explain)
 
-    from .audit import AuditConfig
+    from distilsent.fairness.audit import AuditConfig
 
     p = sub.add_parser("audit", help="bias probes: does the score change when only an identity term does?")
     add_config_arguments(p, AuditConfig)
@@ -521,7 +522,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail", action="store_true", help="exit with status 1 when a family fails (for CI)")
     p.set_defaults(func=cmd_audit)
 
-    from .batch import BatchConfig
+    from distilsent.batch import BatchConfig
 
     p = sub.add_parser("batch", help="score a CSV/TSV/JSONL/Parquet/text file of any size; resumable")
     p.add_argument("input", metavar="INPUT", help="file to score")
@@ -532,7 +533,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="HTTP server: batching, limits, metrics, a web page (extra: serve)")
     add_config_arguments(p, LoadConfig)
-    from .serve import ServeConfig
+    from distilsent.serve import ServeConfig
 
     add_config_arguments(p, ServeConfig, skip=("api_keys",))
     p.add_argument(
@@ -562,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "train":
             _quiet_libraries()
         return run(args)
-    except (DistilsentError, ValueError, TypeError) as e:
+    except DistilsentError as e:  # the user's to fix: a bad flag, file, text or model; one line
         if debug:
             raise
         print(f"distilsent {args.command}: error: {e}", file=sys.stderr)

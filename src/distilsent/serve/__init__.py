@@ -7,81 +7,14 @@ This package's ``__init__`` holds only the configuration, so ``distilsent --help
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._config import Config
+from distilsent.serve.config import API_KEYS_ENV, ServeConfig
 
 if TYPE_CHECKING:
-    from ..api import Classifier, LoadConfig
+    from distilsent.core.classifier import Classifier, LoadConfig
 
 __all__ = ["API_KEYS_ENV", "ServeConfig", "create_app", "serve"]
-
-API_KEYS_ENV = "DISTILSENT_API_KEYS"
-
-
-@dataclass
-class ServeConfig(Config):
-    """How ``distilsent serve`` listens, batches and limits; every field is also a CLI flag."""
-
-    host: str = "127.0.0.1"
-    """Address to listen on; 0.0.0.0 exposes the server to the network."""
-    port: int = 8080
-    """TCP port to listen on."""
-    api_keys: tuple[str, ...] = ()
-    """Accepted API keys (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``); none = no authentication."""
-    api_key_file: str | None = None
-    """File with one accepted API key per line (added to ``api_keys`` and $DISTILSENT_API_KEYS)."""
-    max_batch_requests: int = 64
-    """Most requests packed into one model call."""
-    max_wait_ms: float = 2.0
-    """How long a request may wait for others to share its model call."""
-    max_concurrent: int = 512
-    """Most requests waiting at once; more are answered 429 with Retry-After."""
-    max_input_chars: int = 100_000
-    """Longest text accepted, in characters; longer ones are answered 422."""
-    max_inputs: int = 1024
-    """Most texts in one request."""
-    max_body_bytes: int = 8 * 1024 * 1024
-    """Largest request body; larger ones are answered 413."""
-    workers: int = 1
-    """Server processes, each with its own copy of the model and its own share of the CPU threads."""
-    access_log: bool = True
-    """Write one JSON line per request to stderr (never headers or keys)."""
-    graceful_timeout: float = 30.0
-    """On SIGTERM, seconds to let in-flight requests finish before closing."""
-
-    def __post_init__(self) -> None:
-        self.api_keys = tuple(self.api_keys)
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be between 0 and 65535, got {self.port}")
-        for name in ("max_batch_requests", "max_concurrent", "max_input_chars", "max_inputs", "workers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_body_bytes < 1024:
-            raise ValueError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
-        if self.graceful_timeout < 0:
-            raise ValueError(f"graceful_timeout must be 0 or more, got {self.graceful_timeout}")
-        if any(not k.strip() for k in self.api_keys):
-            raise ValueError("an API key is empty")
-
-    def keys(self) -> list[bytes]:
-        """Every accepted key: flags, key file and environment."""
-        keys = list(self.api_keys)
-        if self.api_key_file is not None:
-            try:
-                lines = Path(self.api_key_file).read_text().splitlines()
-            except OSError as e:
-                raise ValueError(f"cannot read api_key_file {self.api_key_file}: {e.strerror}") from None
-            keys += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-            if not keys:
-                raise ValueError(f"api_key_file {self.api_key_file} holds no key")
-        keys += [k.strip() for k in os.environ.get(API_KEYS_ENV, "").split(",") if k.strip()]
-        return [k.encode() for k in keys]
 
 
 def create_app(
@@ -91,7 +24,7 @@ def create_app(
 
     Pass ``classifier`` to serve one already loaded (tests, embedding in another program).
     """
-    from .app import create_app as _create
+    from distilsent.serve.app import create_app as _create
 
     return _create(serve, load, classifier=classifier)
 
@@ -99,6 +32,6 @@ def create_app(
 def serve(serve: ServeConfig, load: LoadConfig) -> None:
     """Run the server until SIGINT/SIGTERM; in-flight requests get ``graceful_timeout`` to finish."""
     serve.keys()  # a bad key file fails now, not in a worker
-    from .app import run
+    from distilsent.serve.run import run
 
     run(serve, load)

@@ -9,151 +9,50 @@ a JSON body ``{"error", "error_type"}``, never a stack trace.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import ctypes
 import hmac
-import json
 import logging
-import os
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from .._exceptions import MissingExtraError
-from .._version import __version__
-from ..api import Classifier, LoadConfig, Prediction, _available_threads
-from . import ServeConfig
-from .batching import Batcher, QueueFullError
+from distilsent._version import __version__
+from distilsent.core.classifier import Classifier, LoadConfig, Prediction
+from distilsent.core.errors import MissingExtraError
+from distilsent.core.text import text_problem
+from distilsent.serve.batching import Batcher, QueueFullError
+from distilsent.serve.config import ServeConfig
+from distilsent.serve.middleware import (
+    BodyLimitAndLog,
+    Metrics,
+    ServerError,
+    error_response,
+    validation_message,
+)
+from distilsent.serve.schemas import ClassifyRequest, ExplainRequest, HFParameters, HFRequest, PredictRequest
 
 try:
-    import uvicorn
     from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+    from prometheus_client import generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
-    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
     from starlette.exceptions import HTTPException as StarletteHTTPException
 except ImportError as e:  # pragma: no cover - exercised by the missing-extra test
     raise MissingExtraError("distilsent serve", "serve", e.name or "fastapi") from e
 
-__all__ = ["app_from_env", "create_app", "run"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("distilsent.access")
 
-_CONFIG_ENV = "DISTILSENT_SERVE_CONFIG"
 _INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop: a thread hop costs more
-
-
-class ServerError(Exception):
-    """An error answered with ``status`` and a JSON body."""
-
-    def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.message, self.error_type, self.headers = status, message, error_type, headers
-
-
-# Request bodies -------------------------------------------------------------------------------------
-
-Inputs = StrictStr | list[StrictStr]
-
-
-class ClassifyRequest(BaseModel):
-    """``POST /v1/classify``."""
-
-    model_config = ConfigDict(extra="forbid")
-    inputs: Inputs = Field(description="One text, or a list of texts.")
-    top_k: int | None = Field(None, ge=1, description="Keep only the k most likely labels in scores.")
-    truncate: StrictBool = Field(True, description="Cut texts longer than max_length; false = refuse them.")
-    long: Literal["truncate", "chunk"] | None = Field(
-        None, description="Long texts: truncate, or classify every window and aggregate."
-    )
-    neutral_band: str | None = Field(
-        None, description="'LOW:HIGH': two-label predictions in the band are neutral."
-    )
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
-
-
-class PredictRequest(BaseModel):
-    """``POST /predict``, the Text Embeddings Inference request."""
-
-    model_config = ConfigDict(extra="forbid")
-    inputs: Inputs
-    raw_scores: StrictBool = False
-    truncate: StrictBool | None = False
-    truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
-
-
-class ExplainRequest(BaseModel):
-    """``POST /v1/explain``."""
-
-    model_config = ConfigDict(extra="forbid")
-    inputs: StrictStr = Field(description="The text to explain.")
-    target: str | None = Field(None, description="Label to explain; default: the predicted one.")
-
-
-class HFParameters(BaseModel):
-    top_k: int | None = Field(None, ge=1)
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
-
-
-class HFRequest(BaseModel):
-    """``POST /``, the Hugging Face inference API request."""
-
-    inputs: Inputs
-    parameters: HFParameters | None = None
-
-
-# Application ----------------------------------------------------------------------------------------
-
-
-class _Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "distilsent_requests", "HTTP requests by route and status", ["route", "status"], registry=r
-        )
-        self.latency = Histogram(
-            "distilsent_request_seconds",
-            "Request latency in seconds",
-            ["route"],
-            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=r,
-        )
-        self.batch = Histogram(
-            "distilsent_batch_size",
-            "Sequences per model call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
-            registry=r,
-        )
-        self.model_seconds = Histogram(
-            "distilsent_model_seconds",
-            "Seconds per batcher cycle spent in the model",
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=r,
-        )
-        self.texts = Counter("distilsent_texts", "Texts classified", registry=r)
-        self.queue = Gauge("distilsent_queue_depth", "Requests waiting for the model", registry=r)
-        self.rate = Gauge("distilsent_texts_per_second", "Texts classified per second, last 10 s", registry=r)
-        self._window: collections.deque[tuple[float, int]] = collections.deque()
-        self._in_window = 0
-
-    def classified(self, n: int) -> None:
-        self.texts.inc(n)
-        now = time.monotonic()
-        self._window.append((now, n))
-        self._in_window += n
-        while self._window[0][0] < now - 10:
-            self._in_window -= self._window.popleft()[1]
-        self.rate.set(self._in_window / max(now - self._window[0][0], 1.0))
 
 
 class _State:
@@ -162,7 +61,7 @@ class _State:
     def __init__(self, serve: ServeConfig, load: LoadConfig) -> None:
         self.serve, self.load = serve, load
         self.keys = serve.keys()
-        self.metrics = _Metrics()
+        self.metrics = Metrics()
         self.classifier: Classifier | None = None
         self.batcher: Batcher | None = None
         self.ready = False
@@ -177,7 +76,7 @@ class _State:
         if side == clf.tokenizer.truncation_side:
             return clf.tokenizer
         if self._tail_tokenizer is None or self._tail_tokenizer.truncation_side != side:
-            from ..tokenization import TextTokenizer
+            from distilsent.core.tokenization import TextTokenizer
 
             self._tail_tokenizer = TextTokenizer(clf.model_dir, clf.config.max_length, truncation_side=side)
         return self._tail_tokenizer
@@ -192,7 +91,7 @@ class _State:
         trim = _memory_trimmer()
 
         def infer(batch: list[list[int]]) -> np.ndarray:
-            out = clf._run(batch)
+            out = clf.run(batch)
             trim()
             return out
 
@@ -210,107 +109,6 @@ class _State:
             on_batch=on_batch,
             executor=self.executor,
         )
-
-
-def _error(status: int, message: str, error_type: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
-        where = ".".join(loc) if loc else "body"
-        msg = "body is not valid JSON" if err.get("type") == "json_invalid" else err.get("msg", "invalid")
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
-
-
-class _BodyLimitAndLog:
-    """ASGI middleware: refuse bodies over the cap before the app reads them; time, count, log."""
-
-    def __init__(self, app: Any, state: _State) -> None:
-        self.app, self.state = app, state
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        began = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        limit = self.state.serve.max_body_bytes
-        headers = dict(scope.get("headers") or [])
-        if scope["method"] == "POST" and headers.get(b"content-type", b"form").startswith(
-            (b"form", b"application/x-www-form-urlencoded")
-        ):
-            # No type, or curl -d's default: every body this API takes is JSON, so read it as JSON.
-            scope["headers"] = [
-                *((k, v) for k, v in scope["headers"] if k != b"content-type"),
-                (b"content-type", b"application/json"),
-            ]
-        too_big = False
-        with contextlib.suppress(ValueError):
-            too_big = int(headers.get(b"content-length", b"0")) > limit
-        if not too_big and scope["method"] in ("POST", "PUT", "PATCH"):
-            # Read the body here, up to the cap, then replay it to the app.
-            chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    too_big = True
-                    break
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            if not too_big:
-                body = b"".join(chunks)
-                sent = False
-
-                async def replay() -> MutableMapping[str, Any]:
-                    nonlocal sent
-                    if not sent:
-                        sent = True
-                        return {"type": "http.request", "body": body, "more_body": False}
-                    return await receive()
-
-                receive = replay
-        try:
-            if too_big:
-                response = _error(413, f"request body is larger than {limit} bytes", "payload_too_large")
-                await response(scope, receive, send_wrapper)
-            else:
-                await self.app(scope, receive, send_wrapper)
-        finally:
-            seconds = time.perf_counter() - began
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "other"
-            metrics = self.state.metrics
-            metrics.requests.labels(path, str(status["code"])).inc()
-            metrics.latency.labels(path).observe(seconds)
-            if self.state.serve.access_log:
-                client = scope.get("client") or ("", 0)
-                access_logger.info(
-                    json.dumps(
-                        {
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "client": client[0],
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "status": status["code"],
-                            "ms": round(1000 * seconds, 2),
-                            "texts": scope.get("distilsent.texts"),
-                        }
-                    )
-                )
 
 
 def _load(state: _State, classifier: Classifier | None) -> None:
@@ -355,22 +153,22 @@ def create_app(
     app.state.distilsent = state
 
     @app.exception_handler(ServerError)
-    async def _server_error(request: Request, exc: ServerError) -> JSONResponse:
-        return _error(exc.status, exc.message, exc.error_type, exc.headers)
+    async def _servererror_response(request: Request, exc: ServerError) -> JSONResponse:
+        return error_response(exc.status, exc.message, exc.error_type, exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(422, _validation_message(exc), "validation")
+        return error_response(422, validation_message(exc), "validation")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
-        return _error(exc.status_code, str(exc.detail), kind, getattr(exc, "headers", None))
+        return error_response(exc.status_code, str(exc.detail), kind, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("internal error on %s", request.url.path)
-        return _error(500, "internal server error", "internal")
+        return error_response(500, "internal server error", "internal")
 
     async def authorized(request: Request) -> None:
         if not state.keys:
@@ -490,7 +288,7 @@ def create_app(
             state.metrics.queue.set(state.batcher.pending)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(_BodyLimitAndLog, state=state)
+    app.add_middleware(BodyLimitAndLog, state=state)
     return app
 
 
@@ -520,8 +318,9 @@ def _texts(inputs: str | list[str], serve: ServeConfig) -> tuple[list[str], bool
         )
     for i, text in enumerate(texts):
         where = "inputs" if single else f"inputs[{i}]"
-        if not text.strip():
-            raise ServerError(422, f"{where}: text is empty", "validation")
+        problem = text_problem(text)
+        if problem is not None:
+            raise ServerError(422, f"{where}: text {problem}", "validation")
         if len(text) > serve.max_input_chars:
             raise ServerError(
                 422,
@@ -549,7 +348,7 @@ async def _classify(
     clf = state.require()
     assert state.batcher is not None
     try:
-        clf._check_options(top_k, function)
+        clf.check_options(top_k, function)
     except ValueError as e:
         raise ServerError(422, str(e), "validation") from None
 
@@ -584,7 +383,7 @@ async def _classify(
 def _refuse_long(clf: Classifier, texts: Sequence[str]) -> None:
     room = clf.config.max_length - 2
     for i, text in enumerate(texts):
-        n = len(clf.tokenizer._content(text, room + 1))
+        n = len(clf.tokenizer.content(text, room + 1))
         if n > room:
             raise ServerError(
                 413,
@@ -592,35 +391,6 @@ def _refuse_long(clf: Classifier, texts: Sequence[str]) -> None:
                 "send truncate=true to cut it",
                 "validation",
             )
-
-
-def _uvicorn_kwargs(serve: ServeConfig) -> dict[str, Any]:
-    return {
-        "host": serve.host,
-        "port": serve.port,
-        "log_config": None,
-        "access_log": False,
-        "timeout_graceful_shutdown": serve.graceful_timeout,
-        "server_header": False,
-    }
-
-
-def app_from_env() -> Any:
-    """App factory for multi-process serving: each worker reads the configs from the environment."""
-    raw = json.loads(os.environ[_CONFIG_ENV])
-    serve = ServeConfig.from_dict(raw["serve"])
-    _configure_logging(serve)
-    return create_app(serve, LoadConfig.from_dict(raw["load"]))
-
-
-def _configure_logging(serve: ServeConfig) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    access_logger.addHandler(handler)
-    access_logger.setLevel(logging.INFO if serve.access_log else logging.WARNING)
-    access_logger.propagate = False
-    logging.basicConfig(level=logging.INFO, format="distilsent: %(message)s")
-    logging.getLogger("uvicorn.error").setLevel(logging.INFO)
 
 
 def _memory_trimmer() -> Callable[[], None]:
@@ -644,19 +414,3 @@ def _memory_trimmer() -> Callable[[], None]:
             trim(0)
 
     return maybe_trim
-
-
-def run(serve: ServeConfig, load: LoadConfig) -> None:
-    """Run the server until SIGINT/SIGTERM; in-flight requests get ``graceful_timeout`` to finish."""
-    _configure_logging(serve)
-    if serve.workers == 1:
-        uvicorn.run(create_app(serve, load), **_uvicorn_kwargs(serve))
-        return
-    if load.threads is None:
-        load = LoadConfig.from_dict(
-            {**load.to_dict(), "threads": max(1, _available_threads() // serve.workers)}
-        )
-    os.environ[_CONFIG_ENV] = json.dumps({"serve": serve.to_dict(), "load": load.to_dict()})
-    uvicorn.run(
-        "distilsent.serve.app:app_from_env", factory=True, workers=serve.workers, **_uvicorn_kwargs(serve)
-    )

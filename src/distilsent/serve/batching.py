@@ -82,7 +82,7 @@ class Batcher:
         return len(self._queue)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="distilsent-batcher")
+        self._task = asyncio.get_running_loop().create_task(self.run(), name="distilsent-batcher")
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -130,7 +130,7 @@ class Batcher:
             ends[job] = end
         return [(job, job.next, end) for job, end in ends.items() if end > job.next]
 
-    async def _run(self) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             if not self._queue:

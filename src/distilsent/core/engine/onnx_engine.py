@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._exceptions import MissingExtraError, ModelFormatError
+from distilsent.core.errors import InvalidInputError, MissingExtraError, ModelFormatError
 
 __all__ = ["OnnxEngine"]
 
@@ -21,16 +21,16 @@ class OnnxEngine:
             import onnxruntime as ort
         except ImportError as e:
             raise MissingExtraError("the ONNX backend", "onnx", "onnxruntime") from e
-        from ..export import cached_onnx
+        from distilsent.core.engine.onnx_export import cached_onnx
 
         self.backend = "onnx-int8" if int8 else "onnx"
         self.path = cached_onnx(model_dir, int8=int8)
         available = ort.get_available_providers()
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
-            raise ValueError(f"the onnx backend runs on 'cpu' or 'cuda', not {device!r}")
+            raise InvalidInputError(f"the onnx backend runs on 'cpu' or 'cuda', not {device!r}")
         use_cuda = device.startswith("cuda") or (device == "auto" and "CUDAExecutionProvider" in available)
         if use_cuda and "CUDAExecutionProvider" not in available:
-            raise ValueError("device 'cuda' was asked for, but this onnxruntime has no CUDA provider")
+            raise InvalidInputError("device 'cuda' was asked for, but this onnxruntime has no CUDA provider")
         providers = (
             ["CUDAExecutionProvider", "CPUExecutionProvider"]
             if use_cuda and not int8

@@ -13,29 +13,33 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
-from ._config import Config
-from ._gc import gc_paused
-from .engine import BACKENDS, DTYPES, create_engine, run_batches
-from .metrics import softmax
-from .models import DEFAULT_MODEL, resolve_model
-from .tokenization import TextTokenizer, TokenBatch
-
-if TYPE_CHECKING:
-    from .explain import Explanation
+from distilsent.core._gc import gc_paused
+from distilsent.core.config import Config
+from distilsent.core.engine import BACKENDS, DTYPES, create_engine, run_batches
+from distilsent.core.errors import DistilsentError, InvalidInputError, InvalidTypeError
+from distilsent.core.explain import Explanation, explain
+from distilsent.core.models import DEFAULT_MODEL, resolve_model
+from distilsent.core.postprocess import (
+    AGGREGATES,
+    FUNCTIONS,
+    LONG_MODES,
+    TEMPERATURE_KEY,
+    TRUNCATION_SIDES,
+    Prediction,
+    apply_function,
+    parse_band,
+)
+from distilsent.core.text import check_texts
+from distilsent.core.tokenization import TextTokenizer, TokenBatch
 
 __all__ = ["Classifier", "LoadConfig", "Prediction", "load"]
 
-FUNCTIONS = ("softmax", "sigmoid", "none")
-LONG_MODES = ("truncate", "chunk")
-TRUNCATION_SIDES = ("head", "tail", "head+tail")
-AGGREGATES = ("mean", "weighted", "max-confidence")
-TEMPERATURE_KEY = "distilsent_temperature"
 # Texts tokenized per step of a long list: enough to sort into well-filled batches of 1,024, and a
 # Rust call long enough to spread over every core.
 _TOKENIZE_CHUNK = 16384
@@ -45,27 +49,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One classified text."""
-
-    label: str
-    """The most likely label."""
-    score: float
-    """The probability (or raw score, with ``function_to_apply="none"``) of ``label``."""
-    scores: dict[str, float] = field(repr=True)
-    """Every label's probability, most likely first (only the ``top_k`` best when that is set)."""
-    windows: int | None = field(default=None, repr=False, compare=False)
-    """How many windows a long text was split into (``long="chunk"`` only)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": dict(self.scores)}
-        if self.windows is not None:
-            out["windows"] = self.windows
-        return out
-
-
-def _available_threads() -> int:
+def available_threads() -> int:
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS and Windows have no affinity API
@@ -121,62 +105,44 @@ class LoadConfig(Config):
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
+            raise InvalidInputError(f"unknown backend {self.backend!r}; choose one of: {', '.join(BACKENDS)}")
         if self.dtype not in DTYPES:
-            raise ValueError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
+            raise InvalidInputError(f"unknown dtype {self.dtype!r}; choose one of: {', '.join(DTYPES)}")
         if self.dtype not in ("auto", "fp32") and self.backend.startswith("onnx"):
-            raise ValueError(f"dtype {self.dtype!r} is for the torch backend; onnx backends run fp32 or int8")
+            raise InvalidInputError(
+                f"dtype {self.dtype!r} is for the torch backend; onnx backends run fp32 or int8"
+            )
         if self.batch_size is not None and self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+            raise InvalidInputError(f"batch_size must be at least 1, got {self.batch_size}")
         if not 3 <= self.max_length <= 512:
-            raise ValueError(f"max_length must be between 3 and 512 tokens, got {self.max_length}")
+            raise InvalidInputError(f"max_length must be between 3 and 512 tokens, got {self.max_length}")
         if self.max_batch_tokens is not None and self.max_batch_tokens < self.max_length:
-            raise ValueError(
+            raise InvalidInputError(
                 f"max_batch_tokens ({self.max_batch_tokens}) must be at least max_length ({self.max_length})"
             )
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.threads}")
+            raise InvalidInputError(f"threads must be at least 1, got {self.threads}")
         self.band()  # validates
         if self.long not in LONG_MODES:
-            raise ValueError(f"long must be one of {', '.join(LONG_MODES)}, not {self.long!r}")
+            raise InvalidInputError(f"long must be one of {', '.join(LONG_MODES)}, not {self.long!r}")
         if self.truncation_side not in TRUNCATION_SIDES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"truncation_side must be one of {', '.join(TRUNCATION_SIDES)}, not {self.truncation_side!r}"
             )
         if self.aggregate not in AGGREGATES:
-            raise ValueError(f"aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}")
+            raise InvalidInputError(
+                f"aggregate must be one of {', '.join(AGGREGATES)}, not {self.aggregate!r}"
+            )
         if self.long == "chunk" and not 0 <= self.stride < self.max_length - 2 - 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"stride must be between 0 and max_length - 4 ({self.max_length - 4}), got {self.stride}"
             )
         if self.max_windows < 1:
-            raise ValueError(f"max_windows must be at least 1, got {self.max_windows}")
+            raise InvalidInputError(f"max_windows must be at least 1, got {self.max_windows}")
 
     def band(self) -> tuple[float, float] | None:
         """``neutral_band`` as numbers, checked."""
-        return _parse_band(self.neutral_band)
-
-
-def _parse_band(neutral_band: str | None) -> tuple[float, float] | None:
-    """'LOW:HIGH' as numbers, checked; None stays None."""
-    if neutral_band is None:
-        return None
-    try:
-        low, high = (float(x) for x in str(neutral_band).split(":"))
-    except ValueError:
-        raise ValueError(f"neutral_band must look like '0.35:0.65', not {neutral_band!r}") from None
-    if not 0 <= low < high <= 1:
-        raise ValueError(f"neutral_band needs 0 <= low < high <= 1, got {low}:{high}")
-    return low, high
-
-
-def _check_texts(texts: Sequence[object], offset: int = 0) -> list[str]:
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise TypeError(f"texts[{offset + i}] is {type(text).__name__}, not str")
-        if not text.strip():
-            raise ValueError(f"texts[{offset + i}] is empty or only whitespace")
-    return list(texts)  # type: ignore[arg-type]
+        return parse_band(self.neutral_band)
 
 
 class Classifier:
@@ -197,12 +163,13 @@ class Classifier:
             config.backend,
             self.model_dir,
             device=config.device,
-            threads=config.threads or _available_threads(),
+            threads=config.threads or available_threads(),
             dtype=config.dtype,
         )
         self.batch_size = config.batch_size or (32 if self.engine.device == "cpu" else _GPU_BATCH_SIZE)
         self.temperature = float(self.model_config.get(TEMPERATURE_KEY, 1.0)) if config.calibrated else 1.0
         self.neutral_band = self.band(config.neutral_band)
+        self._torch_copy: Any = None
         problem = self.model_config.get("problem_type")
         self._default_function = (
             "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
@@ -216,9 +183,11 @@ class Classifier:
 
     def band(self, neutral_band: str | None) -> tuple[float, float] | None:
         """``neutral_band`` ('LOW:HIGH') as numbers, checked against this model (it needs two labels)."""
-        band = _parse_band(neutral_band)
+        band = parse_band(neutral_band)
         if band is not None and len(self.labels) != 2:
-            raise ValueError(f"neutral_band needs a two-label model; this one has {len(self.labels)} labels")
+            raise InvalidInputError(
+                f"neutral_band needs a two-label model; this one has {len(self.labels)} labels"
+            )
         return band
 
     def info(self) -> dict[str, Any]:
@@ -237,7 +206,7 @@ class Classifier:
 
     def logits(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         """Raw logits of the truncated texts, shape ``(len(texts), num_labels)``, in input order."""
-        return self._logits(_check_texts(texts), on_progress)
+        return self._logits(check_texts(texts), on_progress)
 
     def _logits(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         if not texts:
@@ -245,9 +214,7 @@ class Classifier:
         # Repeated texts (common in logs and reviews) are run once.
         unique = list(dict.fromkeys(texts))
         chunks = [unique[i : i + _TOKENIZE_CHUNK] for i in range(0, len(unique), _TOKENIZE_CHUNK)]
-        parts = [
-            self._run(tokens, on_progress) for tokens in _prefetched(chunks, self.tokenizer.encode_batch)
-        ]
+        parts = [self.run(tokens, on_progress) for tokens in _prefetched(chunks, self.tokenizer.encode_batch)]
         logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if on_progress is not None and len(unique) < len(texts):
             on_progress(len(texts) - len(unique))
@@ -255,11 +222,13 @@ class Classifier:
 
     def predict_proba(self, texts: Sequence[str], *, function_to_apply: str | None = None) -> np.ndarray:
         """Calibrated scores, shape ``(len(texts), num_labels)``, honouring ``long`` (chunking)."""
-        return self._scores(_check_texts(texts), self._check_options(None, function_to_apply))[0]
+        return self._scores(check_texts(texts), self.check_options(None, function_to_apply))[0]
 
-    def _run(
+    def run(
         self, ids: TokenBatch | Sequence[Sequence[int]], on_progress: Callable[[int], None] | None = None
     ) -> np.ndarray:
+        """Logits of already-tokenized sequences, batched by length: the model stage of ``predict``,
+        for callers that tokenize or batch across requests themselves (the HTTP server)."""
         tokens = ids if isinstance(ids, TokenBatch) else TokenBatch.from_lists(ids)
         logits, self.batch_size = run_batches(
             self.engine,
@@ -281,7 +250,7 @@ class Classifier:
             return self._calibrated(self._logits(texts, on_progress), function), None
         windows = self.sequences(texts, "chunk")
         flat = [w for ws in windows for w in ws]
-        scores = self._calibrated(self._run(flat), function)
+        scores = self._calibrated(self.run(flat), function)
         if on_progress is not None:
             on_progress(len(texts))
         return self._aggregate(scores, windows), [len(ws) for ws in windows]
@@ -305,7 +274,7 @@ class Classifier:
         long: str | None = None,
     ) -> list[Prediction]:
         """Predictions from :meth:`sequences` and the logits of all their sequences, flattened in order."""
-        function = self._check_options(top_k, function_to_apply)
+        function = self.check_options(top_k, function_to_apply)
         if not sequences:
             return []
         scores = self._calibrated(logits, function)
@@ -333,7 +302,7 @@ class Classifier:
     def _calibrated(self, logits: np.ndarray, function: str) -> np.ndarray:
         if function == "none":
             return logits
-        return _apply(function, logits / self.temperature)
+        return apply_function(function, logits / self.temperature)
 
     @overload
     def predict(
@@ -360,15 +329,15 @@ class Classifier:
         """
         if isinstance(texts, str):
             if not texts.strip():
-                raise ValueError("text is empty or only whitespace")
+                raise InvalidInputError("text is empty or only whitespace")
             return self.predict([texts], top_k=top_k, function_to_apply=function_to_apply)[0]
         if not isinstance(texts, Sequence):
-            raise TypeError(
+            raise InvalidTypeError(
                 f"texts must be a str or a list of str, not {type(texts).__name__}; "
                 "use predict_iter for iterators"
             )
-        function = self._check_options(top_k, function_to_apply)
-        return self._to_predictions(*self._scores(_check_texts(texts), function, on_progress), top_k)
+        function = self.check_options(top_k, function_to_apply)
+        return self._to_predictions(*self._scores(check_texts(texts), function, on_progress), top_k)
 
     def predict_iter(
         self,
@@ -380,10 +349,10 @@ class Classifier:
     ) -> Iterator[Prediction]:
         """Stream predictions for an iterable of any length, holding ``chunk_size`` texts at a time."""
         if isinstance(texts, str):
-            raise TypeError("predict_iter takes an iterable of texts, not a single str; use predict")
+            raise InvalidTypeError("predict_iter takes an iterable of texts, not a single str; use predict")
         if chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-        function = self._check_options(top_k, function_to_apply)
+            raise InvalidInputError(f"chunk_size must be at least 1, got {chunk_size}")
+        function = self.check_options(top_k, function_to_apply)
         iterator = iter(texts)
         chunks = iter(lambda: list(itertools.islice(iterator, chunk_size)), [])
 
@@ -395,7 +364,7 @@ class Classifier:
 
         if self.config.long == "chunk":
             for offset, chunk in numbered():
-                _check_texts(chunk, offset)
+                check_texts(chunk, offset)
                 yield from self._to_predictions(*self._scores(chunk, function), top_k)
             return
 
@@ -403,12 +372,12 @@ class Classifier:
             # On the worker thread, so that a bad text in the next chunk is reported only after
             # this chunk's predictions have been yielded.
             offset, chunk = item
-            _check_texts(chunk, offset)
+            check_texts(chunk, offset)
             unique = list(dict.fromkeys(chunk))
             return chunk, unique, self.tokenizer.encode_batch(unique)
 
         for chunk, unique, tokens in _prefetched(numbered(), prepare):
-            logits = _expand(chunk, unique, self._run(tokens))
+            logits = _expand(chunk, unique, self.run(tokens))
             yield from self._to_predictions(self._calibrated(logits, function), None, top_k)
 
     def explain(self, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
@@ -417,16 +386,32 @@ class Classifier:
         Returns an :class:`~distilsent.explain.Explanation` whose ``words`` hold each word's
         attribution towards ``target`` (default: the predicted label); see :mod:`distilsent.explain`.
         """
-        from .explain import explain
-
         return explain(self, text, target=target, steps=steps)
 
-    def _check_options(self, top_k: int | None, function_to_apply: str | None) -> str:
+    def torch_model(self) -> Any:
+        """The torch module behind this classifier, for gradients: the engine's own, or (ONNX
+        backends) the directory's torch weights loaded once on the CPU."""
+        model = getattr(self.engine, "model", None)
+        if model is not None:
+            return model
+        if self._torch_copy is None:
+            from distilsent.core.engine.torch_engine import TorchEngine
+
+            try:
+                self._torch_copy = TorchEngine(self.model_dir, device="cpu").model
+            except DistilsentError as e:
+                raise DistilsentError(f"explanations need the model's torch weights: {e}") from None
+        return self._torch_copy
+
+    def check_options(self, top_k: int | None, function_to_apply: str | None) -> str:
+        """Check ``top_k`` and ``function_to_apply``; returns the function to apply to logits."""
         if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+            raise InvalidInputError(f"top_k must be a positive integer or None, got {top_k!r}")
         function = function_to_apply or self._default_function
         if function not in FUNCTIONS:
-            raise ValueError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, not {function!r}")
+            raise InvalidInputError(
+                f"function_to_apply must be one of {', '.join(FUNCTIONS)}, not {function!r}"
+            )
         return function
 
     def _to_predictions(
@@ -487,14 +472,6 @@ def _prefetched(items: Iterable[T], work: Callable[[T], R]) -> Iterator[R]:
             ready, pending = pending, pool.submit(work, item)  # type: ignore[arg-type]
             yield ready.result()
         yield pending.result()
-
-
-def _apply(function: str, logits: np.ndarray) -> np.ndarray:
-    if function == "softmax":
-        return softmax(logits)
-    if function == "sigmoid":
-        return 1.0 / (1.0 + np.exp(-logits))
-    return logits
 
 
 def load(model: str | os.PathLike[str] = DEFAULT_MODEL, **options: Any) -> Classifier:

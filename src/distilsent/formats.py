@@ -12,8 +12,9 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ._exceptions import DataError, MissingExtraError
+from distilsent.core.errors import DataError, InvalidInputError, MissingExtraError
 
 __all__ = ["LabelledData", "file_sha256", "json_object", "read_labelled"]
 
@@ -42,16 +43,41 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "txt",
+}
+"""File extension → format, for every reader and writer of distilsent (train, eval, batch, check)."""
+
+
+def csv_options(fmt: str) -> dict[str, Any]:
+    """``csv`` module options for ``fmt``, the same for every reader.
+
+    SST-2's TSV has unescaped quotes inside sentences, so TSV is read (and written) without quoting
+    rules, the TSV convention; CSV follows RFC 4180 quoting.
+    """
+    if fmt == "tsv":
+        return {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+    return {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL}
+
+
 def _detect_format(path: Path, fmt: str) -> str:
     if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        raise InvalidInputError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt != "auto":
         return fmt
     suffix = path.suffix.lower()
-    by_suffix = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
-    if suffix not in by_suffix:
+    found = EXTENSIONS.get(suffix)
+    if found not in FORMATS or found == "auto":
         raise DataError(f"{path}: cannot tell the format from '{suffix}'; pass the format explicitly")
-    return by_suffix[suffix]
+    return found
 
 
 def _pick(columns: list[str], wanted: str | None, candidates: tuple[str, ...], what: str, path: Path) -> str:
@@ -119,9 +145,7 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]
             rows.append((number, row))
         return columns, rows
 
-    # SST-2's TSV has unescaped quotes inside sentences, so TSV is read without quoting rules.
-    delimiter, quoting = ("\t", csv.QUOTE_NONE) if fmt == "tsv" else (",", csv.QUOTE_MINIMAL)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
+    reader = csv.reader(io.StringIO(text, newline=""), **csv_options(fmt))
     try:
         header = next(reader)
     except StopIteration:

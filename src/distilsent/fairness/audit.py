@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from ._config import Config
-from ._exceptions import DataError, MissingExtraError
+from distilsent.core.config import Config
+from distilsent.core.errors import DataError, InvalidInputError, MissingExtraError
 
 __all__ = [
     "AuditConfig",
@@ -45,37 +45,37 @@ class ProbeFamily:
     def __post_init__(self) -> None:
         where = f"probe family {self.name!r}"
         if not self.name:
-            raise ValueError("a probe family has no name")
+            raise InvalidInputError("a probe family has no name")
         if not self.slot.isidentifier():
-            raise ValueError(f"{where}: slot must be a name like 'country', not {self.slot!r}")
+            raise InvalidInputError(f"{where}: slot must be a name like 'country', not {self.slot!r}")
         if not self.templates:
-            raise ValueError(f"{where} has no templates")
+            raise InvalidInputError(f"{where} has no templates")
         for template in self.templates:
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
             except ValueError as e:
-                raise ValueError(f"{where}: template {template!r} is malformed ({e})") from None
+                raise InvalidInputError(f"{where}: template {template!r} is malformed ({e})") from None
             if self.slot not in fields:
-                raise ValueError(f"{where}: template {template!r} has no {{{self.slot}}} slot")
+                raise InvalidInputError(f"{where}: template {template!r} has no {{{self.slot}}} slot")
             others = sorted(set(fields) - {self.slot})
             if others:
-                raise ValueError(
+                raise InvalidInputError(
                     f"{where}: template {template!r} has other slots {others}; only one is allowed"
                 )
         if len(self.groups) < 2:
-            raise ValueError(f"{where} needs at least two groups to compare, has {len(self.groups)}")
+            raise InvalidInputError(f"{where} needs at least two groups to compare, has {len(self.groups)}")
         for group, terms in self.groups.items():
             if not terms or any(not isinstance(t, str) or not t.strip() for t in terms):
-                raise ValueError(f"{where}: group {group!r} is empty or holds an empty term")
+                raise InvalidInputError(f"{where}: group {group!r} is empty or holds an empty term")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeFamily:
         missing = [k for k in ("name", "slot", "templates", "groups") if k not in data]
         if missing:
-            raise ValueError(f"probe family {data.get('name', '?')!r} lacks {', '.join(missing)}")
+            raise InvalidInputError(f"probe family {data.get('name', '?')!r} lacks {', '.join(missing)}")
         groups = data["groups"]
         if not isinstance(groups, dict):
-            raise ValueError(
+            raise InvalidInputError(
                 f"probe family {data['name']!r}: groups must map a group name to a list of terms"
             )
         return cls(
@@ -97,7 +97,7 @@ class ProbeFamily:
 
 def load_families(path: str | Path | None = None, *, builtin: bool = True) -> list[ProbeFamily]:
     """The shipped families (with ``builtin``) plus those in a YAML or JSON file."""
-    from ._probes import builtin_families
+    from distilsent.fairness.probes import builtin_families
 
     families = [ProbeFamily.from_dict(f) for f in builtin_families()] if builtin else []
     if path is not None:
@@ -154,9 +154,9 @@ class AuditConfig(Config):
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
-            raise ValueError(f"threshold must be between 0 and 1, got {self.threshold}")
+            raise InvalidInputError(f"threshold must be between 0 and 1, got {self.threshold}")
         if self.bootstrap < 100:
-            raise ValueError(f"bootstrap must be at least 100 resamples, got {self.bootstrap}")
+            raise InvalidInputError(f"bootstrap must be at least 100 resamples, got {self.bootstrap}")
 
 
 @dataclass

@@ -14,6 +14,8 @@ import textwrap
 from functools import cache
 from typing import Any, TypeVar
 
+from distilsent.core.errors import InvalidInputError
+
 T = TypeVar("T", bound="Config")
 
 
@@ -52,5 +54,7 @@ class Config:
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown {cls.__name__} fields {unknown}; known fields are {sorted(names)}")
+            raise InvalidInputError(
+                f"unknown {cls.__name__} fields {unknown}; known fields are {sorted(names)}"
+            )
         return cls(**data)

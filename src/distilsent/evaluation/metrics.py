@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from distilsent.core.postprocess import softmax
+
 __all__ = [
     "accuracy",
     "brier_score",
@@ -19,12 +21,6 @@ __all__ = [
     "roc_auc",
     "softmax",
 ]
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    """Row-wise softmax of ``logits / temperature``, stable for large logits."""
-    z = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def accuracy(probs: np.ndarray, labels: np.ndarray) -> float:

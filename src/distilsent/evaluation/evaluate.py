@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics as m
-from ._exceptions import MissingExtraError
-from .api import Classifier
-from .data import LabelledData, encode_labels
+from distilsent.core.classifier import Classifier
+from distilsent.core.errors import MissingExtraError
+from distilsent.evaluation import metrics as m
+from distilsent.formats import LabelledData, encode_labels
 
 __all__ = ["EvalResult", "evaluate", "write_report"]
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Encoding, Tokenizer
 
-from ._exceptions import ModelFormatError
-from ._gc import gc_paused
+from distilsent.core._gc import gc_paused
+from distilsent.core.errors import ModelFormatError
 
 __all__ = ["TextTokenizer", "TokenBatch"]
 
@@ -122,7 +122,7 @@ class TextTokenizer:
 
         Longer texts keep their ``truncation_side``: the head, the tail, or half of each.
         """
-        ids = [e.ids for e in self._encodings(texts)]
+        ids = [e.ids for e in self.encodings(texts)]
         if self.truncation_side == "head":
             return ids
         room = self.max_length - 2
@@ -130,12 +130,10 @@ class TextTokenizer:
             if len(ids[i]) < self.max_length:
                 continue  # the whole text fits
             if self.truncation_side == "tail":
-                content = self._content(text, room, from_end=True)[-room:]
+                content = self.content(text, room, from_end=True)[-room:]
             else:
                 head = room // 2
-                content = (
-                    ids[i][1 : 1 + head] + self._content(text, room - head, from_end=True)[head - room :]
-                )
+                content = ids[i][1 : 1 + head] + self.content(text, room - head, from_end=True)[head - room :]
             ids[i] = [self.cls_id, *content, self.sep_id]
         return ids
 
@@ -144,18 +142,18 @@ class TextTokenizer:
         if self.truncation_side != "head":
             return TokenBatch.from_lists(self.encode(texts))
         with gc_paused():
-            encodings = self._encodings(texts)
+            encodings = self.encodings(texts)
             return TokenBatch.concatenate((e.ids for e in encodings), map(len, encodings))
 
     def windows(self, text: str, stride: int, max_windows: int) -> list[list[int]]:
         """Overlapping windows of at most ``max_length`` tokens covering ``text``, at most ``max_windows``."""
         room = self.max_length - 2
         step = room - stride
-        content = self._content(text, room + step * (max_windows - 1))
+        content = self.content(text, room + step * (max_windows - 1))
         starts = range(0, max(len(content) - stride, 1), step)
         return [[self.cls_id, *content[i : i + room], self.sep_id] for i in list(starts)[:max_windows]]
 
-    def _content(self, text: str, need: int, *, from_end: bool = False) -> list[int]:
+    def content(self, text: str, need: int, *, from_end: bool = False) -> list[int]:
         """Word-piece ids (no special tokens) of at least the first (or last) ``need`` tokens of ``text``."""
         chars = max(need, 1) * _CHARS_PER_TOKEN
         while True:
@@ -165,7 +163,7 @@ class TextTokenizer:
                 return ids[:need] if not from_end else ids[-need:]
             chars *= 4
 
-    def _encodings(self, texts: Sequence[str]) -> list[Encoding]:
+    def encodings(self, texts: Sequence[str]) -> list[Encoding]:
         limit = self.max_length * _CHARS_PER_TOKEN
         clipped = [_prefix(t, limit) for t in texts]
         # encode_batch hands work to a thread pool: for one text (a server request) that costs more
@@ -191,4 +189,4 @@ class TextTokenizer:
 
     def tokens(self, text: str) -> list[str]:
         """The word pieces of ``text`` after truncation (for display and explanations)."""
-        return self._encodings([text])[0].tokens
+        return self.encodings([text])[0].tokens

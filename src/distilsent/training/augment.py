@@ -16,7 +16,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .audit import ProbeFamily, load_families
+from distilsent.core.errors import InvalidInputError
+from distilsent.fairness.audit import ProbeFamily, load_families
 
 __all__ = ["AugmentStats", "counterfactual", "heldout_families", "inserted_pairs", "training_families"]
 
@@ -84,7 +85,7 @@ def counterfactual(
 ) -> tuple[list[str], list[int], AugmentStats]:
     """``texts``/``labels`` followed by the counterfactual copies (same labels), and what was done."""
     if copies < 1:
-        raise ValueError(f"copies must be at least 1, got {copies}")
+        raise InvalidInputError(f"copies must be at least 1, got {copies}")
     rng = random.Random(seed)
     usable = training_families(families)
     # One pattern over every term, longest first so "South Korea" wins over "Korea".
@@ -155,7 +156,7 @@ def inserted_pairs(
     the few sentences that already name one. Held-out terms are never used.
     """
     if pairs < 0:
-        raise ValueError(f"pairs must not be negative, got {pairs}")
+        raise InvalidInputError(f"pairs must not be negative, got {pairs}")
     rng = random.Random(seed)
     usable = [f for f in training_families(families) if f.slot in _FRAMES]
     if not usable or not texts:

@@ -5,10 +5,13 @@
     ├── ModelFormatError             a model directory without config, weights or tokenizer
     ├── UnsafeCheckpointError        a pickle checkpoint refused without ``allow_pickle=True``
     ├── DataError                    a malformed input or training file (names the file and line)
-    └── MissingExtraError            an optional dependency is missing (names the extra to install)
+    ├── MissingExtraError            an optional dependency is missing (names the extra to install)
+    ├── InvalidInputError            a bad argument or option value (also a ``ValueError``)
+    └── InvalidTypeError             an argument of the wrong type (also a ``TypeError``)
 
-Bad arguments to the Python API raise the built-in ``ValueError`` / ``TypeError`` with a message that
-names the offending field or index, so that callers can keep catching what they already catch.
+Bad arguments raise :class:`InvalidInputError` / :class:`InvalidTypeError`, which are also the
+built-in ``ValueError`` / ``TypeError``, so callers keep catching what they already catch; a plain
+``ValueError`` from deeper down is a bug, and the CLI reports it as one.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 __all__ = [
     "DataError",
     "DistilsentError",
+    "InvalidInputError",
+    "InvalidTypeError",
     "MissingExtraError",
     "ModelFormatError",
     "ModelNotFoundError",
@@ -49,3 +54,11 @@ class MissingExtraError(DistilsentError, ImportError):
     def __init__(self, feature: str, extra: str, package: str) -> None:
         super().__init__(f"{feature} needs the '{package}' package: pip install 'distilsent[{extra}]'")
         self.extra = extra
+
+
+class InvalidInputError(DistilsentError, ValueError):
+    """An argument, option or input text that cannot be used as given."""
+
+
+class InvalidTypeError(DistilsentError, TypeError):
+    """An argument of the wrong type (e.g. ``None`` where a text was expected)."""

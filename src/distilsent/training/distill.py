@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ._exceptions import DataError, ModelFormatError
-from .data import encode_labels, label_names, read_labelled
-from .models import cache_dir, resolve_model
-from .train import SoftTargets, TrainConfig, TrainResult, kd_loss, train
+from distilsent.core.errors import DataError, InvalidInputError, ModelFormatError
+from distilsent.core.models import cache_dir, resolve_model
+from distilsent.formats import encode_labels, label_names, read_labelled
+from distilsent.training.train import SoftTargets, TrainConfig, TrainResult, kd_loss, train
 
 __all__ = ["DistillConfig", "TeacherLogits", "distill", "kd_loss", "word_variants"]
 
@@ -69,19 +69,19 @@ class DistillConfig(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.teacher:
-            raise ValueError("distill needs a teacher model: --teacher DIR")
+            raise InvalidInputError("distill needs a teacher model: --teacher DIR")
         if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+            raise InvalidInputError(f"temperature must be positive, got {self.temperature}")
         if self.alpha < 0:
-            raise ValueError(f"alpha must not be negative, got {self.alpha}")
+            raise InvalidInputError(f"alpha must not be negative, got {self.alpha}")
         if self.word_copies < 0:
-            raise ValueError(f"word_copies must not be negative, got {self.word_copies}")
+            raise InvalidInputError(f"word_copies must not be negative, got {self.word_copies}")
         if not 0 < self.word_p < 1:
-            raise ValueError(f"word_p must be in (0, 1), got {self.word_p}")
+            raise InvalidInputError(f"word_p must be in (0, 1), got {self.word_p}")
         if self.teacher_dtype not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"teacher_dtype must be auto, fp32 or bf16, not {self.teacher_dtype!r}")
+            raise InvalidInputError(f"teacher_dtype must be auto, fp32 or bf16, not {self.teacher_dtype!r}")
         if self.teacher_batch_size <= 0:
-            raise ValueError(f"teacher_batch_size must be positive, got {self.teacher_batch_size}")
+            raise InvalidInputError(f"teacher_batch_size must be positive, got {self.teacher_batch_size}")
 
 
 def word_variants(texts: Sequence[str], *, copies: int, p: float, seed: int, min_words: int = 4) -> list[str]:
@@ -138,7 +138,7 @@ class TeacherLogits:
         dtype: str = "auto",
         root: Path | None = None,
     ):
-        from .engine import has_native_bf16
+        from distilsent.core.engine import has_native_bf16
 
         self.teacher_dir = resolve_model(teacher)
         self.max_length = max_length
@@ -196,7 +196,7 @@ class TeacherLogits:
         return logits
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        from .api import load
+        from distilsent.core.classifier import load
 
         if self._classifier is None:
             self._classifier = load(

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..tokenization import TokenBatch
-from .base import Engine
+from distilsent.core.engine.base import Engine
+from distilsent.core.errors import InvalidInputError
+from distilsent.core.tokenization import TokenBatch
 
 __all__ = [
     "BACKENDS",
@@ -37,17 +38,17 @@ def create_engine(
     dtype: str = "auto",
 ) -> Engine:
     """Instantiate ``backend`` for the model in ``model_dir``; backends are imported only when asked for."""
-    from ..models import has_torch_weights
+    from distilsent.core.models import has_torch_weights
 
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+        raise InvalidInputError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "auto":
         backend = "torch" if has_torch_weights(model_dir) else "onnx"
     if backend.startswith("onnx"):
-        from .onnx_engine import OnnxEngine
+        from distilsent.core.engine.onnx_engine import OnnxEngine
 
         return OnnxEngine(model_dir, int8=backend == "onnx-int8", device=device, threads=threads)
-    from .torch_engine import TorchEngine
+    from distilsent.core.engine.torch_engine import TorchEngine
 
     return TorchEngine(model_dir, device=device, threads=threads, dtype=dtype)
 

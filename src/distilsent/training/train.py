@@ -22,11 +22,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from . import card
-from ._config import Config
-from ._exceptions import DataError, ModelFormatError
-from .data import LabelledData, encode_labels, file_sha256, label_names, read_labelled
-from .models import MINILM, resolve_init
+from distilsent.core.config import Config
+from distilsent.core.errors import DataError, InvalidInputError, ModelFormatError
+from distilsent.core.models import MINILM, resolve_init
+from distilsent.evaluation.metrics import accuracy, macro_f1
+from distilsent.formats import LabelledData, encode_labels, file_sha256, label_names, read_labelled
+from distilsent.training import card
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
@@ -131,50 +132,52 @@ class TrainConfig(Config):
         }
         for name, value in positive.items():
             if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
+                raise InvalidInputError(f"{name} must be positive, got {value}")
         if self.warmup_steps < 0 or self.weight_decay < 0:
-            raise ValueError("warmup_steps and weight_decay must not be negative")
+            raise InvalidInputError("warmup_steps and weight_decay must not be negative")
         if self.max_length < 8 or self.max_length > 512:
-            raise ValueError(f"max_length must be between 8 and 512 tokens, got {self.max_length}")
+            raise InvalidInputError(f"max_length must be between 8 and 512 tokens, got {self.max_length}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.augment not in (None, "counterfactual"):
-            raise ValueError(f"augment must be 'counterfactual' (or unset), not {self.augment!r}")
+            raise InvalidInputError(f"augment must be 'counterfactual' (or unset), not {self.augment!r}")
         if self.augment_copies < 1:
-            raise ValueError(f"augment_copies must be at least 1, got {self.augment_copies}")
+            raise InvalidInputError(f"augment_copies must be at least 1, got {self.augment_copies}")
         if self.augment_insert < 0:
-            raise ValueError(f"augment_insert must not be negative, got {self.augment_insert}")
+            raise InvalidInputError(f"augment_insert must not be negative, got {self.augment_insert}")
         if self.augment_insert and self.augment is None:
-            raise ValueError("augment_insert is part of the augmentation: add --augment counterfactual")
+            raise InvalidInputError(
+                "augment_insert is part of the augmentation: add --augment counterfactual"
+            )
         if self.consistency < 0:
-            raise ValueError(f"consistency must not be negative, got {self.consistency}")
+            raise InvalidInputError(f"consistency must not be negative, got {self.consistency}")
         if self.consistency > 0 and self.augment is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "consistency pairs sentences with their swapped copies: add --augment counterfactual"
             )
         if self.distill < 0:
-            raise ValueError(f"distill must not be negative, got {self.distill}")
+            raise InvalidInputError(f"distill must not be negative, got {self.distill}")
         if self.distill > 0 and self.augment is not None and self.consistency == 0:
             # Only pairs mark the copies; unmarked, they would be held to the biased teacher's scores.
-            raise ValueError("distill with --augment needs --consistency W, which marks the copies")
+            raise InvalidInputError("distill with --augment needs --consistency W, which marks the copies")
         if self.trainable not in ("all", "bitfit"):
-            raise ValueError(f"trainable must be 'all' or 'bitfit', not {self.trainable!r}")
+            raise InvalidInputError(f"trainable must be 'all' or 'bitfit', not {self.trainable!r}")
         if self.top_layers < 0 or (self.top_layers and self.trainable != "bitfit"):
-            raise ValueError("top_layers must be a non-negative count, used with --trainable bitfit")
+            raise InvalidInputError("top_layers must be a non-negative count, used with --trainable bitfit")
         if self.select_on not in ("dev", "holdout", "last"):
-            raise ValueError(f"select_on must be 'dev', 'holdout' or 'last', not {self.select_on!r}")
+            raise InvalidInputError(f"select_on must be 'dev', 'holdout' or 'last', not {self.select_on!r}")
         if not 0 < self.holdout_fraction < 0.5:
-            raise ValueError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
+            raise InvalidInputError(f"holdout_fraction must be in (0, 0.5), got {self.holdout_fraction}")
         if self.eval_steps is not None and self.eval_steps <= 0:
-            raise ValueError(f"eval_steps must be positive, got {self.eval_steps}")
+            raise InvalidInputError(f"eval_steps must be positive, got {self.eval_steps}")
         if self.early_stopping_patience is not None and (
             self.select_on == "last" or (self.select_on == "dev" and self.dev is None)
         ):
-            raise ValueError("early_stopping_patience needs a dev file (--dev) or --select-on holdout")
+            raise InvalidInputError("early_stopping_patience needs a dev file (--dev) or --select-on holdout")
         if self.precision not in ("auto", "bf16", "fp16", "fp32"):
-            raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
+            raise InvalidInputError(f"precision must be auto, bf16, fp16 or fp32, not {self.precision!r}")
         if self.save_dtype not in ("float32", "float16"):
-            raise ValueError(f"save_dtype must be float32 or float16, not {self.save_dtype!r}")
+            raise InvalidInputError(f"save_dtype must be float32 or float16, not {self.save_dtype!r}")
 
     def command(self) -> str:
         """The ``distilsent train`` (or ``distill``) command line that reproduces this config."""
@@ -226,7 +229,7 @@ class TrainResult:
 
 def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
     """A directory to start from, and a description of it for the model card."""
-    from .convert import convert_bert_to_distilbert
+    from distilsent.training.convert import convert_bert_to_distilbert
 
     source, described = resolve_init(init)
     model_type = json.loads((source / "config.json").read_text()).get("model_type")
@@ -378,14 +381,9 @@ def _pairing_trainer(
 
 def _metrics(eval_pred: Any) -> dict[str, float]:
     logits, labels = eval_pred
-    preds = np.asarray(logits).argmax(-1)
-    labels = np.asarray(labels)
-    f1s = []
-    for c in np.unique(np.concatenate([labels, preds])):
-        tp = np.sum((preds == c) & (labels == c))
-        denom = np.sum(preds == c) + np.sum(labels == c)
-        f1s.append(2 * tp / denom if denom else 0.0)
-    return {"accuracy": float(np.mean(preds == labels)), "f1": float(np.mean(f1s))}
+    # Both metrics only need each row's argmax, which logits share with probabilities.
+    scores, labels = np.asarray(logits), np.asarray(labels)
+    return {"accuracy": accuracy(scores, labels), "f1": macro_f1(scores, labels)}
 
 
 def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bool) -> bool:
@@ -400,7 +398,7 @@ def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bo
             diff = {
                 k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if v != getattr(config, k)
             }
-            raise ValueError(f"--resume with different settings than the interrupted run: {diff}")
+            raise InvalidInputError(f"--resume with different settings than the interrupted run: {diff}")
         # A kill during a save leaves a checkpoint without its trainer state (written last);
         # resuming from it would fail, so fall back to the one before.
         for partial in checkpoints.glob("checkpoint-*"):
@@ -467,7 +465,7 @@ def train(
         vocab = (init_dir / "vocab.txt").read_bytes() if (init_dir / "vocab.txt").is_file() else None
         model_type = json.loads((init_dir / "config.json").read_text())["model_type"]
         if config.trainable == "bitfit" and config.top_layers and model_type != "distilbert":
-            raise ValueError(f"--top-layers is for DistilBERT models; {config.init} is {model_type!r}")
+            raise InvalidInputError(f"--top-layers is for DistilBERT models; {config.init} is {model_type!r}")
         overrides: dict[str, Any] = {}
         if config.dropout is not None and model_type == "distilbert":
             overrides = {"dropout": config.dropout, "seq_classif_dropout": config.dropout}
@@ -488,7 +486,7 @@ def train(
     copy_sources: dict[int, int] = {}  # training row of a counterfactual copy -> row it was made from
     seconds: list[str] = []  # for each inserted sentence, in order: its version naming another group
     if config.augment == "counterfactual":
-        from .augment import counterfactual, inserted_pairs
+        from distilsent.training.augment import counterfactual, inserted_pairs
 
         originals = train_texts
         train_texts, train_ids, stats = counterfactual(
@@ -527,7 +525,7 @@ def train(
         targets = soft_targets.logits(train_texts + extra)
         if targets.shape != (len(train_set), len(id2label)):
             need = (len(train_set), len(id2label))
-            raise ValueError(f"teacher logits have shape {targets.shape}, need {need}")
+            raise InvalidInputError(f"teacher logits have shape {targets.shape}, need {need}")
         for row, values in zip(train_set, targets.tolist()):
             row["teacher_logits"] = values
     # Copied before any parameter is frozen or trained: the starting model, held fixed.

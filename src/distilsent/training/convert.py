@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from ._exceptions import ModelFormatError
+from distilsent.core.errors import ModelFormatError
 
 __all__ = ["bert_config_to_distilbert", "bert_state_dict_to_distilbert", "convert_bert_to_distilbert"]
 

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .train import TrainConfig
+
+class RunConfig(Protocol):
+    """What the card needs of a run's configuration (``TrainConfig`` and ``DistillConfig`` have it)."""
+
+    max_length: int
+
+    def command(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
 
 __all__ = ["write_model_card"]
 
@@ -21,7 +29,7 @@ name different groups of people, before deployment, and do not use it to make de
 def write_model_card(
     output: Path,
     *,
-    config: TrainConfig,
+    config: RunConfig,
     base_model: str,
     data: dict[str, dict[str, Any]],
     metrics: dict[str, Any],

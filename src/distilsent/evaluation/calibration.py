@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .api import TEMPERATURE_KEY
+from distilsent.core.postprocess import TEMPERATURE_KEY
 
 __all__ = ["fit_temperature", "nll", "save_temperature"]
 

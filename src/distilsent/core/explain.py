@@ -14,14 +14,24 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from ._exceptions import DistilsentError, MissingExtraError
+from distilsent.core.errors import InvalidInputError, MissingExtraError
+from distilsent.core.tokenization import TextTokenizer
 
-if TYPE_CHECKING:
-    from .api import Classifier
+
+class Explainable(Protocol):
+    """What :func:`explain` needs of a classifier (:class:`distilsent.Classifier` has it)."""
+
+    labels: list[str]
+    tokenizer: TextTokenizer
+
+    def predict(self, text: str) -> Any: ...
+
+    def torch_model(self) -> Any: ...
+
 
 __all__ = ["Explanation", "WordAttribution", "explain", "to_html", "to_rich"]
 
@@ -89,7 +99,7 @@ def _require_captum() -> Any:
 
 
 def explain(
-    clf: Classifier,
+    clf: Explainable,
     text: str,
     *,
     target: str | None = None,
@@ -102,17 +112,17 @@ def explain(
 
     integrated_gradients = _require_captum()
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("text is empty or only whitespace")
-    model = _torch_model(clf)
+        raise InvalidInputError("text is empty or only whitespace")
+    model = clf.torch_model()
     device = next(model.parameters()).device
     labels = clf.labels
     pred = clf.predict(text)
     target = target or pred.label
     if target not in labels:
-        raise ValueError(f"target must be one of the model's labels {labels}, not {target!r}")
+        raise InvalidInputError(f"target must be one of the model's labels {labels}, not {target!r}")
     t = labels.index(target)
 
-    encoding = clf.tokenizer._encodings([text])[0]
+    encoding = clf.tokenizer.encodings([text])[0]
     ids = torch.tensor([encoding.ids], device=device)
     mask = torch.ones_like(ids)
     embeddings = model.get_input_embeddings()
@@ -158,23 +168,6 @@ def explain(
         converged=converged,
         tokens=tokens,
     )
-
-
-def _torch_model(clf: Classifier) -> Any:
-    model = getattr(clf.engine, "model", None)
-    if model is not None:
-        return model
-    # ONNX backends have no gradients: load the torch weights from the same directory.
-    cached = getattr(clf, "_explain_model", None)
-    if cached is None:
-        from .engine.torch_engine import TorchEngine
-
-        try:
-            cached = TorchEngine(clf.model_dir, device="cpu").model
-        except DistilsentError as e:
-            raise DistilsentError(f"explanations need the model's torch weights: {e}") from None
-        clf._explain_model = cached  # type: ignore[attr-defined]
-    return cached
 
 
 def _merge_words(text: str, encoding: Any, scores: np.ndarray) -> list[WordAttribution]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .._exceptions import ModelFormatError
-from ..models import has_safetensors
+from distilsent.core.errors import InvalidInputError, ModelFormatError
+from distilsent.core.models import has_safetensors
 
 __all__ = ["TorchEngine", "resolve_device"]
 
@@ -27,9 +27,11 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}") from None
+        raise InvalidInputError(
+            f"device must be 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps', not {device!r}"
+        ) from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} was asked for, but this torch sees no CUDA GPU")
+        raise InvalidInputError(f"device {device!r} was asked for, but this torch sees no CUDA GPU")
     return resolved
 
 
@@ -43,7 +45,7 @@ class TorchEngine:
     ) -> None:
         from transformers import AutoConfig, AutoModelForSequenceClassification
 
-        from ..models import has_torch_weights
+        from distilsent.core.models import has_torch_weights
 
         if not has_torch_weights(model_dir):
             raise ModelFormatError(f"{model_dir} holds only an ONNX export; load it with backend='onnx'")

@@ -1,0 +1,260 @@
+"""ONNX export with ONNX Runtime's transformer fusions, blockwise int8 quantization, and an export cache.
+
+The graph is traced from the eager attention implementation: that is the pattern ONNX Runtime's BERT
+optimizer recognises, so each layer's attention becomes one fused ``Attention`` kernel and the
+embeddings, GELUs and residual LayerNorms fuse as well. The directory written holds ``model.onnx``
+next to ``config.json`` and the tokenizer: the layout Optimum's ``ORTModelForSequenceClassification``
+loads. The ONNX engine gets its files from :func:`cached_onnx`; ``distilsent export`` writes them
+where the user asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from distilsent._version import __version__
+from distilsent.core.errors import MissingExtraError
+from distilsent.core.models import cache_dir, has_torch_weights
+
+__all__ = [
+    "INT8_FILE",
+    "ONNX_FILE",
+    "cached_onnx",
+    "export_onnx",
+    "quantize_blockwise",
+    "scratch_cwd",
+    "write_int8",
+]
+
+logger = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+INT8_FILE = "model_quantized.onnx"
+INT8_BLOCK = 128
+_COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def _require_onnx() -> None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise MissingExtraError("the ONNX backend", "onnx", e.name or "onnxruntime") from e
+
+
+def _cls_only_last_layer(model: Any) -> Any:
+    """The classifier with its last layer computed for the ``[CLS]`` row only.
+
+    The head reads nothing but ``[CLS]``, so the last layer needs keys and values for every token but
+    its query, output projection and feed-forward network for that one row: about an eighth less work,
+    for identical logits (checked against the full model in the tests).
+    """
+    import torch
+
+    class ClsOnlyLastLayer(torch.nn.Module):
+        def __init__(self, model: Any) -> None:
+            super().__init__()
+            self.model = model
+            layers = model.distilbert.transformer.layer
+            self.last = layers[-1]
+            model.distilbert.transformer.layer = layers[:-1]
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            m, attention = self.model, self.last.attention
+            x = m.distilbert(input_ids=input_ids, attention_mask=attention_mask)[0]
+            batch, length, dim = x.shape
+            heads = m.config.n_heads
+            q = attention.q_lin(x[:, :1]).view(batch, 1, heads, dim // heads).transpose(1, 2)
+            k = attention.k_lin(x).view(batch, length, heads, dim // heads).transpose(1, 2)
+            v = attention.v_lin(x).view(batch, length, heads, dim // heads).transpose(1, 2)
+            scores = torch.matmul(q, k.transpose(-1, -2)) * attention.scaling
+            scores = scores.masked_fill(attention_mask[:, None, None, :] == 0, torch.finfo(scores.dtype).min)
+            context = torch.matmul(scores.softmax(-1), v).transpose(1, 2).reshape(batch, 1, dim)
+            h = self.last.sa_layer_norm(attention.out_lin(context) + x[:, :1])
+            h = self.last.output_layer_norm(self.last.ffn(h) + h)
+            return m.classifier(torch.relu(m.pre_classifier(h[:, 0])))
+
+    return ClsOnlyLastLayer(model).eval()
+
+
+def export_onnx(
+    model_dir: Path, output: Path, *, opset: int = 17, optimize: bool = True, fuse_attention: bool = True
+) -> Path:
+    """Export ``model_dir`` to ``output/model.onnx`` (fp32, fused); return the ONNX file's path.
+
+    ``fuse_attention=False`` leaves each attention as its matrix products (as fast in fp32 on the
+    2-core CPU): the int8 recipe quantizes the query/key/value projections, which the fused
+    ``Attention`` kernel would keep in fp32."""
+    _require_onnx()
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_dir, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
+    model.config.return_dict = False
+    config = model.config
+    traced = _cls_only_last_layer(model) if config.model_type == "distilbert" else model
+    output.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        example = (torch.ones(2, 16, dtype=torch.long), torch.ones(2, 16, dtype=torch.long))
+        dynamic = {0: "batch", 1: "sequence"}
+        with warnings.catch_warnings():
+            # The tracer warns about Python control flow on shapes, which is constant for this graph.
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                traced,
+                example,
+                str(raw),
+                input_names=["input_ids", "attention_mask"],
+                output_names=["logits"],
+                dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "logits": {0: "batch"}},
+                opset_version=opset,
+                dynamo=False,
+            )
+        target = output / ONNX_FILE
+        if optimize:
+            from onnxruntime.transformers import optimizer
+            from onnxruntime.transformers.fusion_options import FusionOptions
+
+            options = FusionOptions("bert")
+            options.enable_attention = fuse_attention
+            with scratch_cwd():
+                fused = optimizer.optimize_model(
+                    str(raw),
+                    model_type="bert",
+                    num_heads=config.n_heads,
+                    hidden_size=config.dim,
+                    optimization_options=options,
+                )
+            stats = {k: v for k, v in fused.get_fused_operator_statistics().items() if v}
+            logger.info("ONNX Runtime fusions: %s", stats)
+            fused.save_model_to_file(str(target))
+        else:
+            shutil.copy(raw, target)
+    for name in _COPIED:
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, output / name)
+    return target
+
+
+@contextlib.contextmanager
+def scratch_cwd() -> Iterator[None]:
+    """Run ONNX Runtime's tools in a throwaway working directory.
+
+    When its symbolic shape inference cannot type every output (ORT's own fused operators), ONNX
+    Runtime saves a full copy of the model, weights included, as ``sym_shape_infer_temp.onnx`` plus an
+    external-data file into the current directory and never removes it.
+    """
+    previous = Path.cwd()
+    with tempfile.TemporaryDirectory() as scratch:
+        os.chdir(scratch)
+        try:
+            yield
+        finally:
+            os.chdir(previous)
+
+
+def quantize_blockwise(fp32_path: Path, int8_path: Path, *, block_size: int = INT8_BLOCK) -> Path:
+    """int8 weights with a scale per ``block_size`` inputs, multiplied in int8 (ORT's ``MatMulNBits``).
+
+    Activations are quantized per token and block at run time rather than with one scale per
+    batch, so a text's logits do not depend on the other texts in its batch, and the LayerNorm
+    outlier channels that made dynamic int8 keep the attention in fp32 cost little.
+    """
+    _require_onnx()
+    import onnx
+
+    # The quantizer's module calls logging.basicConfig(level=INFO) when imported, which would print
+    # a line per graph node and every other library's INFO records; undo that.
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as e:  # it needs the onnx-ir package
+        raise MissingExtraError("int8 quantization", "onnx", e.name or "onnx-ir") from e
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
+
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32_path)),
+        bits=8,
+        block_size=block_size,
+        is_symmetric=True,
+        accuracy_level=4,  # int8 × int8 products; the default (0) dequantizes and multiplies in fp32
+        op_types_to_quantize=("MatMul",),
+    )
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(int8_path), use_external_data_format=False)
+    return Path(int8_path)
+
+
+def write_int8(model_dir: Path, fp32_path: Path, int8_path: Path, *, opset: int = 17) -> Path:
+    """distilsent's int8 model: blockwise int8 of an export with unfused attention.
+
+    Chosen with ``benchmarks/int8_options.py`` (agreement with fp32 labels on SST-2 dev and on train
+    phrases, texts/s). Without torch weights to export from, ``fp32_path`` (fused attention, which
+    stays fp32) is quantized instead.
+    """
+    if not has_torch_weights(model_dir):
+        return quantize_blockwise(fp32_path, int8_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        unfused = export_onnx(model_dir, Path(tmp), opset=opset, fuse_attention=False)
+        return quantize_blockwise(unfused, int8_path)
+
+
+def _weights_key(model_dir: Path, int8: bool) -> str:
+    # The int8 recipe is part of the key, so a cache written by another recipe is not reused.
+    recipe = f"blockwise8-{INT8_BLOCK}-unfused" if int8 else "fp32"
+    h = hashlib.sha256(f"distilsent {__version__} {recipe}".encode())
+    index = model_dir / "model.safetensors.index.json"
+    names = ["config.json", "model.safetensors", index.name, "pytorch_model.bin", ONNX_FILE]
+    if index.is_file():  # a sharded checkpoint: its shards are the weights
+        names += sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    for name in names:
+        path = model_dir / name
+        if path.is_file():
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()[:20]
+
+
+def cached_onnx(model_dir: Path, *, int8: bool = False) -> Path:
+    """The ONNX file for ``model_dir``: shipped in the directory, cached, or exported now and cached."""
+    name = INT8_FILE if int8 else ONNX_FILE
+    if (model_dir / name).is_file():
+        return model_dir / name
+    target = cache_dir() / "onnx" / _weights_key(model_dir, int8)
+    if (target / name).is_file():
+        return target / name
+    logger.warning("exporting %s to ONNX%s (cached in %s)", model_dir, " int8" if int8 else "", target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Export into a private directory and rename, so concurrent loads never see half a file.
+    staging = Path(tempfile.mkdtemp(dir=target.parent))
+    try:
+        shipped = model_dir / ONNX_FILE
+        fp32 = shipped if shipped.is_file() else export_onnx(model_dir, staging)
+        if int8:
+            write_int8(model_dir, fp32, staging / INT8_FILE)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / name).is_file():  # lost a race only if the winner's file is there
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target / name

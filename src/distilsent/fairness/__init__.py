@@ -1,0 +1,1 @@
+"""Fairness: bias probes over identity terms and their audit."""

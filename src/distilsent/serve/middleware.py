@@ -1,0 +1,181 @@
+"""The server's plumbing around the routes: JSON errors, the body-size limit and access log, metrics."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import time
+from collections.abc import MutableMapping
+from typing import Any
+
+from distilsent.core.errors import MissingExtraError
+
+try:
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+except ImportError as e:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingExtraError("distilsent serve", "serve", e.name or "fastapi") from e
+
+__all__ = ["BodyLimitAndLog", "Metrics", "ServerError", "error_response", "validation_message"]
+
+access_logger = logging.getLogger("distilsent.access")
+
+
+class ServerError(Exception):
+    """An error answered with ``status`` and a JSON body."""
+
+    def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.error_type, self.headers = status, message, error_type, headers
+
+
+class Metrics:
+    """The Prometheus series the server exports, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "distilsent_requests", "HTTP requests by route and status", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "distilsent_request_seconds",
+            "Request latency in seconds",
+            ["route"],
+            buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch = Histogram(
+            "distilsent_batch_size",
+            "Sequences per model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.model_seconds = Histogram(
+            "distilsent_model_seconds",
+            "Seconds per batcher cycle spent in the model",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.texts = Counter("distilsent_texts", "Texts classified", registry=r)
+        self.queue = Gauge("distilsent_queue_depth", "Requests waiting for the model", registry=r)
+        self.rate = Gauge("distilsent_texts_per_second", "Texts classified per second, last 10 s", registry=r)
+        self._window: collections.deque[tuple[float, int]] = collections.deque()
+        self._in_window = 0
+
+    def classified(self, n: int) -> None:
+        self.texts.inc(n)
+        now = time.monotonic()
+        self._window.append((now, n))
+        self._in_window += n
+        while self._window[0][0] < now - 10:
+            self._in_window -= self._window.popleft()[1]
+        self.rate.set(self._in_window / max(now - self._window[0][0], 1.0))
+
+
+def error_response(
+    status: int, message: str, error_type: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(x) for x in err.get("loc", ()) if x != "body"]
+        where = ".".join(loc) if loc else "body"
+        msg = "body is not valid JSON" if err.get("type") == "json_invalid" else err.get("msg", "invalid")
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+class BodyLimitAndLog:
+    """ASGI middleware: refuse bodies over the cap before the app reads them; time, count, log."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        limit = self.state.serve.max_body_bytes
+        headers = dict(scope.get("headers") or [])
+        if scope["method"] == "POST" and headers.get(b"content-type", b"form").startswith(
+            (b"form", b"application/x-www-form-urlencoded")
+        ):
+            # No type, or curl -d's default: every body this API takes is JSON, so read it as JSON.
+            scope["headers"] = [
+                *((k, v) for k, v in scope["headers"] if k != b"content-type"),
+                (b"content-type", b"application/json"),
+            ]
+        too_big = False
+        with contextlib.suppress(ValueError):
+            too_big = int(headers.get(b"content-length", b"0")) > limit
+        if not too_big and scope["method"] in ("POST", "PUT", "PATCH"):
+            # Read the body here, up to the cap, then replay it to the app.
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    too_big = True
+                    break
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            if not too_big:
+                body = b"".join(chunks)
+                sent = False
+
+                async def replay() -> MutableMapping[str, Any]:
+                    nonlocal sent
+                    if not sent:
+                        sent = True
+                        return {"type": "http.request", "body": body, "more_body": False}
+                    return await receive()
+
+                receive = replay
+        try:
+            if too_big:
+                response = error_response(
+                    413, f"request body is larger than {limit} bytes", "payload_too_large"
+                )
+                await response(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - began
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "other"
+            metrics = self.state.metrics
+            metrics.requests.labels(path, str(status["code"])).inc()
+            metrics.latency.labels(path).observe(seconds)
+            if self.state.serve.access_log:
+                client = scope.get("client") or ("", 0)
+                access_logger.info(
+                    json.dumps(
+                        {
+                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                            "client": client[0],
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status["code"],
+                            "ms": round(1000 * seconds, 2),
+                            "texts": scope.get("distilsent.texts"),
+                        }
+                    )
+                )

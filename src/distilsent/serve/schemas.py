@@ -1,0 +1,67 @@
+"""Request bodies of the three API shapes (distilsent's, TEI's and the Hugging Face inference API's)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from distilsent.core.errors import MissingExtraError
+
+try:
+    from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+except ImportError as e:  # pragma: no cover - exercised by the missing-extra test
+    raise MissingExtraError("distilsent serve", "serve", e.name or "pydantic") from e
+
+from distilsent.core.postprocess import FUNCTIONS
+
+__all__ = ["ClassifyRequest", "ExplainRequest", "HFParameters", "HFRequest", "Inputs", "PredictRequest"]
+
+
+# The option list of distilsent.core.postprocess, as the type pydantic validates against.
+FunctionName = Literal[FUNCTIONS]  # type: ignore[valid-type]
+Inputs = StrictStr | list[StrictStr]
+
+
+class ClassifyRequest(BaseModel):
+    """``POST /v1/classify``."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: Inputs = Field(description="One text, or a list of texts.")
+    top_k: int | None = Field(None, ge=1, description="Keep only the k most likely labels in scores.")
+    truncate: StrictBool = Field(True, description="Cut texts longer than max_length; false = refuse them.")
+    long: Literal["truncate", "chunk"] | None = Field(
+        None, description="Long texts: truncate, or classify every window and aggregate."
+    )
+    neutral_band: str | None = Field(
+        None, description="'LOW:HIGH': two-label predictions in the band are neutral."
+    )
+    function_to_apply: FunctionName | None = None
+
+
+class PredictRequest(BaseModel):
+    """``POST /predict``, the Text Embeddings Inference request."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: Inputs
+    raw_scores: StrictBool = False
+    truncate: StrictBool | None = False
+    truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
+
+
+class ExplainRequest(BaseModel):
+    """``POST /v1/explain``."""
+
+    model_config = ConfigDict(extra="forbid")
+    inputs: StrictStr = Field(description="The text to explain.")
+    target: str | None = Field(None, description="Label to explain; default: the predicted one.")
+
+
+class HFParameters(BaseModel):
+    top_k: int | None = Field(None, ge=1)
+    function_to_apply: FunctionName | None = None
+
+
+class HFRequest(BaseModel):
+    """``POST /``, the Hugging Face inference API request."""
+
+    inputs: Inputs
+    parameters: HFParameters | None = None
