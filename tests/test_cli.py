@@ -186,3 +186,35 @@ def test_unwritable_output_is_a_user_error(
     code, _, err = run(["calibrate", str(tiny_model), "--dev", str(tiny_tsv)], capsys)
     assert code == 2
     assert "config.json: Permission denied" in err and "Traceback" not in err
+
+
+def test_a_library_bug_is_not_reported_as_a_usage_error(
+    tiny_model_dir: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import distilsent.core.classifier as classifier
+
+    def broken(self, *args, **kwargs):
+        raise ValueError("an internal invariant broke")
+
+    monkeypatch.setattr(classifier.Classifier, "predict", broken)
+    assert main(["classify", "--model", str(tiny_model_dir), "good film"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ValueError: an internal invariant broke" in err and "DISTILSENT_DEBUG=1" in err
+
+    def refused(self, *args, **kwargs):
+        from distilsent import InvalidInputError
+
+        raise InvalidInputError("top_k must be a positive integer")
+
+    monkeypatch.setattr(classifier.Classifier, "predict", refused)
+    assert main(["classify", "--model", str(tiny_model_dir), "good film"]) == 2
+    assert capsys.readouterr().err.strip() == "distilsent classify: error: top_k must be a positive integer"
+
+
+def test_distill_help_lists_its_options(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["distill", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--teacher", "--temperature", "--alpha", "--transfer", "--word-copies", "--select-on"):
+        assert flag in out
