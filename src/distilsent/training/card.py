@@ -19,6 +19,7 @@ class RunConfig(Protocol):
 
 __all__ = ["write_model_card"]
 
+_FAMILIES = {"mpnet": "MPNet", "bert": "BERT", "roberta": "RoBERTa", "deberta-v2": "DeBERTa-v2"}
 _BIAS_WARNING = """\
 Like `distilbert-base-uncased-finetuned-sst-2-english`, this model can give different scores to
 sentences that differ only in an identity term: "This film was filmed in <country>." gets noticeably
@@ -61,19 +62,28 @@ def write_model_card(
             f"macro-F1 {final['f1']:.4f}."
         )
     labels = ", ".join(f"{i} = {name}" for i, name in sorted(id2label.items()))
+    teacher = getattr(config, "teacher", None)
+    teacher = f" Distilled from the teacher `{teacher}` (`distilsent distill`)." if teacher else ""
+    config_file = output / "config.json"
+    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    family, loader = (
+        ("DistilBERT", "DistilBertForSequenceClassification")
+        if model_type in (None, "distilbert")
+        else (_FAMILIES.get(model_type, model_type), "AutoModelForSequenceClassification")
+    )
     text = f"""---
 library_name: transformers
 pipeline_tag: text-classification
 language: en
 ---
-# DistilBERT sentiment classifier trained by distilsent
+# {family} sentiment classifier trained by distilsent
 
-Labels: {labels}. Base model: {base_model}.
+Labels: {labels}. Base model: {base_model}.{teacher}
 
 ## Intended use
 Binary sentiment of English text in the style of movie reviews (SST-2), through
 `distilsent.load(<this directory>)`, `distilsent classify --model <this directory>`, or plain transformers
-(`DistilBertForSequenceClassification.from_pretrained`). Inputs longer than {config.max_length} tokens
+(`{loader}.from_pretrained`). Inputs longer than {config.max_length} tokens
 are truncated.
 
 ## Known biases and limits
