@@ -225,3 +225,13 @@ def test_predict_iter_tokenizes_the_next_chunk_while_the_model_runs(tiny_classif
     assert len(encoded_on) == 2 and all(name.startswith("distilsent-tokenize") for name in encoded_on)
     for streamed, whole in zip(got, tiny_classifier.predict(texts[:20]), strict=True):
         assert streamed.scores == pytest.approx(whole.scores, abs=1e-5)
+
+
+def test_dtype_is_checked_and_reported(tiny_model_dir: Path) -> None:
+    with pytest.raises(ValueError, match="unknown dtype 'int4'"):
+        LoadConfig(dtype="int4")
+    with pytest.raises(ValueError, match="torch backend"):
+        LoadConfig(backend="onnx", dtype="bf16")
+    clf = distilsent.load(tiny_model_dir, device="cpu", dtype="bf16")
+    assert clf.info()["dtype"] == "bfloat16"
+    assert clf.predict("good film").label in clf.labels

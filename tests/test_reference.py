@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import distilsent
 from distilsent.core.models import DEFAULT_MODEL_DIR
 
 pytestmark = pytest.mark.slow
@@ -59,3 +60,14 @@ def test_default_model_dev_accuracy_through_the_cli(sst2_dev) -> None:
     assert len(predicted) == len(labels)
     accuracy = np.mean([(p == "POSITIVE") == bool(y) for p, y in zip(predicted, labels, strict=True)])
     assert accuracy >= 0.900, accuracy
+
+
+@pytest.mark.slow
+def test_bf16_agrees_with_fp32_on_dev(ref_model_dir: Path, ref_classifier, sst2_dev) -> None:
+    texts, _ = sst2_dev
+    bf16 = distilsent.load(ref_model_dir, device="cpu", dtype="bf16")
+    assert bf16.info()["dtype"] == "bfloat16"
+    want, got = ref_classifier.logits(texts), bf16.logits(texts)
+    # bf16 keeps 8 bits of mantissa: logits of a few units move by a few hundredths.
+    assert np.abs(got - want).max() < 0.25
+    assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.995
