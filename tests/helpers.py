@@ -66,21 +66,30 @@ def build_tiny_model(
     return path
 
 
-def build_tiny_bert(path: Path, *, seed: int = 0) -> Path:
-    """A 2-layer, 32-dim BERT (not DistilBERT) classifier with the tiny model's vocabulary."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
+def tiny_bert_config(vocab_size: int, **extra: Any) -> Any:
+    """A 2-layer, 32-dim ``BertConfig``, the tiny model's shape in BERT layout."""
+    from transformers import BertConfig
 
-    build_tiny_model(path, seed=seed)  # for the vocabulary and tokenizer files
-    for weights in path.glob("*.safetensors"):
-        weights.unlink()
-    vocab = (path / "vocab.txt").read_text().split()
-    config = BertConfig(
-        vocab_size=len(vocab),
+    return BertConfig(
+        vocab_size=vocab_size,
         hidden_size=32,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=37,
+        **extra,
+    )
+
+
+def build_tiny_bert(path: Path, *, seed: int = 0) -> Path:
+    """A 2-layer, 32-dim BERT (not DistilBERT) classifier with the tiny model's vocabulary."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    build_tiny_model(path, seed=seed)  # for the vocabulary and tokenizer files
+    for weights in path.glob("*.safetensors"):
+        weights.unlink()
+    config = tiny_bert_config(
+        len((path / "vocab.txt").read_text().split()),
         initializer_range=0.5,
         id2label={0: "NEGATIVE", 1: "POSITIVE"},
         label2id={"NEGATIVE": 0, "POSITIVE": 1},

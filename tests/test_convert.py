@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, BertTokenizer, DistilBertModel
+from transformers import BertModel, BertTokenizer, DistilBertModel
 
 from distilsent import ModelFormatError, convert_bert_to_distilbert
 from distilsent.core.models import minilm_dir
-from helpers import assert_snippet_agrees
+from helpers import assert_snippet_agrees, tiny_bert_config
 
 
 def _hidden_states(model, tokenizer, texts):
@@ -31,13 +31,7 @@ def _compare(src: Path, dst: Path) -> float:
 def test_tiny_random_bert_converts_exactly(tmp_path: Path, tiny_model_dir: Path) -> None:
     src = tmp_path / "bert"
     vocab = (tiny_model_dir / "vocab.txt").read_text().split()
-    config = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=37,
-    )
+    config = tiny_bert_config(len(vocab))
     torch.manual_seed(0)
     model = BertModel(config)
     with torch.no_grad():  # a non-zero token-type row 0 proves it is folded in

@@ -28,18 +28,17 @@ def _write_tsv(path: Path, texts: list[str], labels: list[int]) -> Path:
     return path
 
 
+_SAME_RECIPE = {"learning_rate": 3e-3, "batch_size": 16, "warmup_steps": 0, "epochs": 8, "select_on": "last"}
+
+
 def _config(tmp_path: Path, teacher: Path, student: Path, data: Path, **overrides) -> DistillConfig:
     fields = {
         "train": str(data),
         "output": str(tmp_path / "student"),
         "teacher": str(teacher),
         "init": str(student),
-        "learning_rate": 3e-3,
-        "batch_size": 16,
-        "warmup_steps": 0,
-        "epochs": 8,
+        **_SAME_RECIPE,
         "logging_steps": 8,
-        "select_on": "last",
         "teacher_dtype": "fp32",
         **overrides,
     }
@@ -144,14 +143,7 @@ def test_distilled_student_agrees_with_the_teacher_more_than_one_trained_on_labe
     distilled = distill(config, teacher_logits=_rule_teacher).output
     labels_only = distilsent.train(
         distilsent.TrainConfig(
-            train=str(data),
-            output=str(tmp_path / "ce"),
-            init=str(trainable_student),
-            learning_rate=3e-3,
-            batch_size=16,
-            warmup_steps=0,
-            epochs=8,
-            select_on="last",
+            train=str(data), output=str(tmp_path / "ce"), init=str(trainable_student), **_SAME_RECIPE
         )
     ).output
 

@@ -454,21 +454,20 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the information as one JSON object")
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("train", help="fine-tune a classifier (defaults: the published SST-2 recipe)")
-    add_config_arguments(p, TrainConfig)
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+    runs = (
+        ("train", "fine-tune a classifier (defaults: the published SST-2 recipe)", TrainConfig, cmd_train),
+        ("distill", "train a DistilBERT student to imitate a stronger teacher", DistillConfig, cmd_distill),
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output directory")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("distill", help="train a DistilBERT student to imitate a stronger teacher")
-    add_config_arguments(p, DistillConfig)
-    p.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
-    )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing, non-empty output directory")
-    p.set_defaults(func=cmd_distill)
+    for name, help_text, config_class, handler in runs:
+        p = sub.add_parser(name, help=help_text)
+        add_config_arguments(p, config_class)
+        p.add_argument(
+            "--resume", action="store_true", help="continue an interrupted run from its last checkpoint"
+        )
+        p.add_argument(
+            "--overwrite", action="store_true", help="replace an existing, non-empty output directory"
+        )
+        p.set_defaults(func=handler)
 
     p = sub.add_parser("convert", help="convert a BERT checkpoint to DistilBERT layout, exactly")
     p.add_argument("src", metavar="SRC", help="BERT model directory, hub id, or 'minilm'")
