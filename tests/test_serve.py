@@ -523,3 +523,20 @@ def test_web_page_in_a_real_browser(ref_model_dir: Path, tmp_path: Path) -> None
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)
+
+
+def test_a_lone_surrogate_is_a_422_on_every_route(classifier: distilsent.Classifier) -> None:
+    # JSON's "\ud800" escape decodes to a str the tokenizer cannot take; it used to be a 500.
+    body = '"good \\ud800 film"'
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        headers = {"content-type": "application/json"}
+        for route in ("/v1/classify", "/predict", "/"):
+            r = await client.post(route, content='{"inputs": ' + body + "}", headers=headers)
+            assert_error(r, 422, "inputs: text is not valid UTF-8")
+        r = await client.post("/v1/classify", content='{"inputs": ["fine", ' + body + "]}", headers=headers)
+        assert_error(r, 422, "inputs[1]: text is not valid UTF-8")
+        r = await client.post("/v1/classify", json={"inputs": "good film"})  # the server is still fine
+        assert r.status_code == 200
+
+    run_app(scenario, classifier)
