@@ -240,11 +240,10 @@ def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
     return source, described
 
 
-def _split_holdout(data: LabelledData, ids: list[int], fraction: float, seed: int) -> tuple[list[int], ...]:
+def _split_holdout(rows: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Row indices (train, holdout): a seeded ``fraction`` of the rows, stratified by nothing."""
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(data))
-    cut = max(1, round(fraction * len(data)))
+    order = np.random.default_rng(seed).permutation(rows)
+    cut = max(1, round(fraction * rows))
     return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
 
 
@@ -446,7 +445,7 @@ def train(
     holdout_texts: list[str] = []
     holdout_ids: list[int] = []
     if config.select_on == "holdout":
-        kept, held = _split_holdout(train_data, train_ids, config.holdout_fraction, config.seed)
+        kept, held = _split_holdout(len(train_data), config.holdout_fraction, config.seed)
         holdout_texts = [train_data.texts[i] for i in held]
         holdout_ids = [train_ids[i] for i in held]
         train_data = dataclasses.replace(
