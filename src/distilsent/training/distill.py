@@ -12,6 +12,7 @@ stopped. The student then trains on ``T² · KL(teacher_T ‖ student_T) + α ·
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import random
@@ -93,7 +94,8 @@ def word_variants(texts: Sequence[str], *, copies: int, p: float, seed: int, min
     """
     rng = random.Random(seed)
     counts = Counter(w for t in texts for w in t.split())
-    vocab, weights = list(counts), list(counts.values())
+    # Cumulative weights once: choices() would rebuild them from plain weights on every call.
+    vocab, cumulative = list(counts), list(itertools.accumulate(counts.values()))
     out: list[str] = []
     for text in texts:
         words = text.split()
@@ -107,7 +109,7 @@ def word_variants(texts: Sequence[str], *, copies: int, p: float, seed: int, min
                 if r >= p:
                     new.append(word)
                 elif r < p / 3:
-                    new.append(rng.choices(vocab, weights)[0])
+                    new.append(rng.choices(vocab, cum_weights=cumulative)[0])
                 elif r < 2 * p / 3:
                     pass  # deleted
                 elif i + 1 < len(words):
@@ -125,8 +127,8 @@ def word_variants(texts: Sequence[str], *, copies: int, p: float, seed: int, min
 class TeacherLogits:
     """A teacher's logits on lists of texts, cached under ``root`` and computed in resumable chunks.
 
-    The key hashes the teacher's weight files, the texts and the max length, so any change to one of
-    them computes afresh, and an unchanged call (a resumed run, a second student) reuses the file.
+    The key hashes the teacher's weight files, the texts, the max length and the dtype, so any change
+    to one of them computes afresh, and an unchanged call (a resumed run, a second student) reuses the file.
     """
 
     def __init__(
