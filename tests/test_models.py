@@ -79,6 +79,19 @@ def test_pickle_beside_an_onnx_file_still_needs_the_opt_in(tiny_model: Path) -> 
     assert resolve_model(tiny_model, allow_pickle=True) == tiny_model.resolve()
 
 
+def test_a_safetensors_index_naming_a_pickle_shard_needs_the_opt_in(tiny_model: Path) -> None:
+    import json
+
+    index = {"metadata": {}, "weight_map": {"classifier.bias": "model-00002-of-00002.bin"}}
+    (tiny_model / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(distilsent.UnsafeCheckpointError, match=r"model-00002-of-00002\.bin.*allow_pickle"):
+        resolve_model(tiny_model)
+    assert resolve_model(tiny_model, allow_pickle=True) == tiny_model.resolve()
+    (tiny_model / "model.safetensors.index.json").write_text("[1, 2]")
+    with pytest.raises(distilsent.ModelFormatError, match="not a valid weights index"):
+        resolve_model(tiny_model)
+
+
 def test_default_model_resolves_or_says_how_to_choose(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

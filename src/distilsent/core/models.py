@@ -76,6 +76,19 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
             f"{path} has only a pickle checkpoint (pytorch_model.bin); loading it can run arbitrary "
             "code. If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
         )
+    index = path / "model.safetensors.index.json"
+    if index.is_file() and not allow_pickle:
+        # transformers reads whatever files the index names; a ".bin" shard there would be unpickled.
+        try:
+            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+            raise ModelFormatError(f"{index} is not a valid weights index: {e}") from None
+        unsafe = sorted(str(s) for s in shards if not str(s).endswith(".safetensors"))
+        if unsafe:
+            raise UnsafeCheckpointError(
+                f"{index} names non-safetensors shards {unsafe}; loading them can run arbitrary code. "
+                "If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
+            )
     if not (has_safe or has_pickle or has_onnx):
         raise ModelFormatError(f"{path} has no weights: expected model.safetensors (or model.onnx)")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
