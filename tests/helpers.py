@@ -137,17 +137,25 @@ def assert_snippet_agrees(model_dir: Path) -> None:
 
 
 def kill_then_resume(config: Any, *, checkpoint: int) -> None:
-    """Run ``config.command()`` in a process, SIGKILL it once ``checkpoint`` is saved, then ``--resume``."""
+    """Run ``config.command()`` in a process, SIGKILL it once a checkpoint at or past step ``checkpoint``
+    is saved, then ``--resume``."""
     argv = [sys.executable, "-m", "distilsent.cli", *config.command().split()[1:]]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     checkpoints = Path(config.output) / "checkpoints"
     deadline = time.monotonic() + 120
+
+    def saved() -> bool:
+        # Any complete checkpoint at or past the step: save_total_limit may already have deleted the
+        # one at exactly that step by the time this loop looks.
+        states = checkpoints.glob("checkpoint-*/trainer_state.json")
+        return any(int(p.parent.name.rpartition("-")[2]) >= checkpoint for p in states)
+
     try:
-        while not (checkpoints / f"checkpoint-{checkpoint}" / "trainer_state.json").is_file():
+        while not saved():
             assert proc.poll() is None, "training ended before it could be killed"
             assert time.monotonic() < deadline, "no checkpoint appeared"
-            time.sleep(0.05)
+            time.sleep(0.02)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
