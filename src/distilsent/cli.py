@@ -233,7 +233,7 @@ def _train_summary(result: Any, select_on: str) -> str:
     if best:
         split = "dev" if select_on == "dev" else "held-out slice"
         summary += f"; best {split} accuracy {100 * best['accuracy']:.2f} % at step {best['step']}"
-    dev = json.loads((result.output / "train_metrics.json").read_text()).get("dev")
+    dev = result.dev_metrics
     if dev:
         summary += f"; dev accuracy {100 * dev['accuracy']:.2f} % (evaluated once, after selection)"
     return summary

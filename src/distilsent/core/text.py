@@ -21,6 +21,8 @@ def text_problem(value: object) -> str | None:
         return f"is {type(value).__name__}, not a string"
     if not value.strip():
         return "is empty"
+    if value.isascii():  # a flag CPython keeps on every str: most texts skip the encode below
+        return None
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:

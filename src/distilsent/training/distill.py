@@ -25,7 +25,7 @@ import numpy as np
 
 from distilsent.core.errors import DataError, InvalidInputError, ModelFormatError
 from distilsent.core.models import cache_dir, resolve_model
-from distilsent.formats import encode_labels, label_names, read_labelled
+from distilsent.formats import encode_labels, file_sha256, label_names, read_labelled
 from distilsent.training.train import SoftTargets, TrainConfig, TrainResult, kd_loss, train
 
 __all__ = ["DistillConfig", "TeacherLogits", "distill", "kd_loss", "word_variants"]
@@ -156,12 +156,8 @@ class TeacherLogits:
         return {int(k): v for k, v in (config.get("id2label") or {}).items()}
 
     def _weights_digest(self) -> str:
-        h = hashlib.sha256()
-        for path in [*sorted(self.teacher_dir.glob("*.safetensors")), self.teacher_dir / "config.json"]:
-            with path.open("rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 24), b""):
-                    h.update(block)
-        return h.hexdigest()
+        files = [*sorted(self.teacher_dir.glob("*.safetensors")), self.teacher_dir / "config.json"]
+        return hashlib.sha256(" ".join(file_sha256(p) for p in files).encode()).hexdigest()
 
     def key(self, texts: Sequence[str]) -> str:
         h = hashlib.sha256(f"{self._weights_digest()}\0{self.max_length}\0{self.dtype}\0".encode())

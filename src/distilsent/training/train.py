@@ -220,11 +220,13 @@ class TrainResult:
     output: Path
     """The trained model directory."""
     best_metrics: dict[str, float]
-    """Dev metrics of the kept checkpoint (empty without a dev file)."""
+    """Metrics of the kept checkpoint on the selection set (dev, or the held-out slice; empty without one)."""
     history: list[dict[str, float]]
-    """One entry per evaluation: epoch, step, dev accuracy, macro-F1 and loss."""
+    """One entry per evaluation on the selection set: epoch, step, accuracy, macro-F1 and loss."""
     seconds: float
     """Wall-clock training time."""
+    dev_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
+    """With select_on other than 'dev': the kept model's dev metrics, from the one look at dev."""
 
 
 def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
@@ -625,7 +627,9 @@ def train(
         id2label=id2label,
     )
     logger.info("trained %s in %.0f s; best dev %s", output, seconds, best)
-    return TrainResult(output=output, best_metrics=best, history=history, seconds=seconds)
+    return TrainResult(
+        output=output, best_metrics=best, history=history, seconds=seconds, dev_metrics=final_dev
+    )
 
 
 def _describe(data: LabelledData) -> dict[str, Any]:
