@@ -5,7 +5,8 @@
 Agreement is measured on SST-2 dev, on a second set (train phrases, a different length profile) and
 on train sentences of 15+ words, against the fp32 ONNX model's labels. Speed is texts/s on SST-2 dev,
 same threads for every option, the best of --repeats passes. "dynamic" rows quantize activations with
-one scale per batch (ORT's quantize_dynamic, fp32 nodes as named); "blockwise" rows use int8 weights
+one scale per batch (ORT's quantize_dynamic, fp32 nodes as named; "smoothed" first divides the
+projections' inputs by SmoothQuant-style scales fitted on train sentences); "blockwise" rows use int8 weights
 and activations with a scale per block of inputs (MatMulNBits, 8 bits, int8 products), on the fused
 export or on one whose attention is left as matrix products so its projections are quantized too.
 """
@@ -73,38 +74,6 @@ def int8_fp32_nodes(fp32_path: Path) -> list[str]:
     return fp32_nodes(fp32_path, embeddings=True, layers=(0,), attention=True)
 
 
-def quantize_int8(
-    fp32_path: Path,
-    int8_path: Path,
-    *,
-    per_channel: bool = True,
-    exclude: list[str] | None = None,
-    reduce_range: bool = False,
-) -> Path:
-    """Dynamic int8 quantization of the matrix products; ``exclude`` names nodes left in fp32.
-
-    ``reduce_range`` stores 7-bit weights: without VNNI, x86 multiplies uint8 × int8 with an
-    instruction whose int16 pair sums can saturate, and 7-bit weights rule that out."""
-    from onnx import TensorProto
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    from distilsent.core.engine.onnx_export import scratch_cwd
-
-    fp32_path, int8_path = Path(fp32_path).resolve(), Path(int8_path).resolve()
-    with scratch_cwd():
-        quantize_dynamic(
-            fp32_path,
-            int8_path,
-            weight_type=QuantType.QInt8,
-            per_channel=per_channel,
-            reduce_range=reduce_range,
-            nodes_to_exclude=exclude or [],
-            # Shape inference cannot type the outputs of ORT's fused (contrib) operators.
-            extra_options={"DefaultTensorType": TensorProto.FLOAT},
-        )
-    return int8_path
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -114,12 +83,20 @@ def main() -> None:
     parser.add_argument(
         "--long-set", type=int, default=1000, help="train sentences of 15+ words in the third"
     )
+    parser.add_argument(
+        "--calibration", type=int, default=500, help="train sentences that fit the smoothed recipe's scales"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="passes over dev for texts/s (best counts)")
     args = parser.parse_args()
 
     import onnxruntime as ort
 
-    from distilsent.core.engine.onnx_export import export_onnx, quantize_blockwise
+    from distilsent.core.engine.onnx_export import (
+        export_onnx,
+        quantize_blockwise,
+        quantize_dynamic_int8,
+        write_smoothed_int8,
+    )
     from distilsent.core.models import resolve_model
     from distilsent.core.tokenization import TextTokenizer
     from distilsent.formats import read_labelled
@@ -133,6 +110,9 @@ def main() -> None:
     long = [t for t in train if len(t.split()) >= 15]
     long = [long[i] for i in rng.choice(len(long), min(args.long_set, len(long)), replace=False)]
     tok = TextTokenizer(model_dir)
+    # The smoothed recipe's scales come from train sentences outside the second and long sets.
+    taken = set(second) | set(long)
+    calibration = [t for t in train if len(t.split()) >= 6 and t not in taken][: args.calibration]
 
     def logits(session: ort.InferenceSession, texts: list[str]) -> tuple[np.ndarray, float]:
         ids = tok.encode(texts)
@@ -152,7 +132,7 @@ def main() -> None:
         unfused = export_onnx(model_dir, Path(tmp) / "unfused", fuse_attention=False)
 
         def dynamic(exclude: list[str], per_channel: bool = True, reduce_range: bool = False):
-            return lambda out: quantize_int8(
+            return lambda out: quantize_dynamic_int8(
                 fp32, out, per_channel=per_channel, exclude=exclude, reduce_range=reduce_range
             )
 
@@ -173,6 +153,9 @@ def main() -> None:
             "per-channel, 7-bit weights": dynamic([], reduce_range=True),
             "per-channel, 7-bit, fp32 emb + first + attention": dynamic(
                 int8_fp32_nodes(fp32), reduce_range=True
+            ),
+            "smoothed dynamic (export --int8-recipe)": lambda out: write_smoothed_int8(
+                model_dir, out, tok.encode(calibration), pad_id=tok.pad_id
             ),
             "blockwise 128, fused attention (fp32)": blockwise(fp32, 128),
             "blockwise 128, unfused attention (recipe)": blockwise(unfused, 128),

@@ -18,6 +18,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # distilsent's own cache (teacher logits, the assembled MPNet) goes to a scratch folder, never $HOME.
 os.environ.setdefault("DISTILSENT_CACHE", tempfile.mkdtemp(prefix="distilsent-test-cache-"))
 
+# dtype='auto' runs bf16 on CPUs with AMX or AVX512-BF16, and the numeric tests compare with fp32
+# transformers to 1e-5, which bf16 cannot hold. So every test, subprocesses included, sees a CPU
+# without flags unless it sets them itself; bf16 is tested by name (test_engine, test_reference).
+os.environ["DISTILSENT_CPU_FLAGS"] = ""
+
 from helpers import REF_MODEL, SST2, WORDS, build_tiny_model
 
 

@@ -190,3 +190,52 @@ def test_torch_engine_uses_sdpa_attention_and_launch_matches_call(tiny_model_dir
         ]
     np.testing.assert_allclose(got, np.stack(alone), atol=1e-5)
     assert got.dtype == np.float32 and not np.array_equal(got[0], got[1])
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("", "fp32"),
+        ("sse4_2 avx2 fma", "fp32"),
+        ("avx2 avx512f avx512_vnni", "fp32"),  # VNNI is int8 only
+        ("avx2 avx512f avx512_bf16", "bf16"),  # e.g. AMD EPYC (Zen 4)
+        ("avx2 avx512_vnni amx_tile amx_int8 amx_bf16", "bf16"),  # Intel Xeon with AMX
+    ],
+)
+def test_auto_dtype_follows_the_cpu_flags(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str
+) -> None:
+    from distilsent.core.engine import auto_cpu_dtype, cpu_flags
+
+    monkeypatch.setenv("DISTILSENT_CPU_FLAGS", flags)
+    assert cpu_flags() == set(flags.split())
+    chosen, reason = auto_cpu_dtype()
+    assert chosen == expected
+    if expected == "bf16":
+        assert any(f in reason for f in ("amx_bf16", "avx512_bf16"))
+    engine = create_engine("torch", tiny_model_dir, device="cpu")
+    assert engine.dtype == {"fp32": "float32", "bf16": "bfloat16"}[expected]
+    assert engine.dtype_reason == reason
+    # Asked for by name, the flags do not matter.
+    assert create_engine("torch", tiny_model_dir, device="cpu", dtype="fp32").dtype == "float32"
+
+
+def test_info_says_which_dtype_ran_and_why(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import distilsent
+
+    monkeypatch.setenv("DISTILSENT_CPU_FLAGS", "avx2 amx_bf16")
+    info = distilsent.load(tiny_model_dir, device="cpu").info()
+    assert info["dtype"] == "bfloat16" and "amx_bf16" in info["dtype_reason"]
+    info = distilsent.load(tiny_model_dir, device="cpu", dtype="fp32").info()
+    assert info["dtype"] == "float32" and info["dtype_reason"] == "asked for (fp32)"
+
+
+def test_real_cpu_flags_are_read_without_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distilsent.core.engine import cpu_flags
+
+    monkeypatch.delenv("DISTILSENT_CPU_FLAGS")
+    flags = cpu_flags()
+    if Path("/proc/cpuinfo").is_file() and "flags" in Path("/proc/cpuinfo").read_text():
+        assert "fpu" in flags or "sse2" in flags  # every x86-64 CPU lists these
+    else:
+        assert flags == set()

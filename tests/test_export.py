@@ -9,7 +9,7 @@ import pytest
 import distilsent
 from distilsent.cli import main
 from distilsent.core.engine import onnx_export
-from distilsent.export import ExportConfig, check_int8_drop
+from distilsent.export import ExportConfig, Int8Candidate, check_int8_drop, choose_int8
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
@@ -115,6 +115,86 @@ def test_export_config_validation() -> None:
         ExportConfig(model="m", dev="dev.tsv")
     with pytest.raises(ValueError, match="max_drop"):
         ExportConfig(model="m", int8=True, max_drop=-1)
+    with pytest.raises(ValueError, match="int8_recipe must be one of auto, blockwise, smoothed-dynamic"):
+        ExportConfig(model="m", int8=True, int8_recipe="static")
+    with pytest.raises(ValueError, match="add --calibration FILE"):
+        ExportConfig(model="m", int8=True, int8_recipe="smoothed-dynamic")
+    with pytest.raises(ValueError, match="--calibration is for the int8 model"):
+        ExportConfig(model="m", calibration="texts.tsv")
+    with pytest.raises(ValueError, match="min_agreement"):
+        ExportConfig(model="m", int8=True, min_agreement=0)
+
+
+def test_choose_int8_keeps_the_fastest_that_agrees_and_refuses_the_rest() -> None:
+    def candidates() -> list[Int8Candidate]:
+        return [Int8Candidate("blockwise", 99.7, 500.0), Int8Candidate("smoothed-dynamic", 99.6, 800.0)]
+
+    assert choose_int8(candidates(), 99.5, force=False).recipe == "smoothed-dynamic"
+    measured = candidates()
+    assert choose_int8(measured, 99.65, force=False).recipe == "blockwise"  # faster, but agrees less
+    assert [c.passed for c in measured] == [True, False]
+    with pytest.raises(distilsent.DistilsentError, match=r"blockwise 99\.70 %, smoothed-dynamic 99\.60 %"):
+        choose_int8(candidates(), 99.9, force=False)
+    assert choose_int8(candidates(), 99.9, force=True).recipe == "blockwise"  # the closest
+
+
+def test_smoothing_moves_scale_into_the_weights_without_changing_fp32_logits(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    from distilsent.core.tokenization import TextTokenizer
+
+    tok = TextTokenizer(tiny_model_dir)
+    plain = onnx_export.export_onnx(tiny_model_dir, tmp_path / "plain", fuse_attention=False)
+    smoothed = onnx_export.export_smoothed(tiny_model_dir, tmp_path / "smoothed", tok.encode(TEXTS * 3))
+    ids, mask = tok.pad(tok.encode(TEXTS))
+
+    def run(path: Path) -> np.ndarray:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return session.run(["logits"], {"input_ids": ids, "attention_mask": mask})[0]
+
+    np.testing.assert_allclose(run(smoothed), run(plain), atol=1e-4)
+
+    def weights(path: Path) -> dict[str, np.ndarray]:
+        graph = onnx.load(str(path)).graph
+        return {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+
+    # The projections' weights were rescaled (a no-op smoothing would leave them bit-equal).
+    assert {w.tobytes() for w in weights(smoothed).values()} - {w.tobytes() for w in weights(plain).values()}
+    with pytest.raises(ValueError, match="at least one calibration text"):
+        onnx_export.export_smoothed(tiny_model_dir, tmp_path / "none", [])
+
+
+def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
+    tiny_model_dir: Path, tmp_path: Path, capsys
+) -> None:
+    import json
+
+    import onnx
+
+    calibration = tmp_path / "calibration.tsv"
+    rows = [
+        f"{a} {b} {c}"
+        for a in ("good", "bad", "fun")
+        for b in ("film", "plot")
+        for c in ("was great", "is awful")
+    ]
+    calibration.write_text("text\n" + "\n".join(rows * 2) + "\n")
+    out = tmp_path / "onnx"
+    argv = ["export", str(tiny_model_dir), "--output", str(out), "--int8", "--calibration", str(calibration)]
+    assert main([*argv, "--min-agreement", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "int8 blockwise" in printed and "int8 smoothed-dynamic" in printed
+    record = json.loads((out / "quantization.json").read_text())
+    assert record["held_out_texts"] == len(rows)
+    assert {c["recipe"] for c in record["candidates"]} == {"blockwise", "smoothed-dynamic"}
+    chosen = max(record["candidates"], key=lambda c: c["texts_per_second"])
+    assert record["recipe"] == chosen["recipe"] and record["cpu"]
+    ops = {n.op_type for n in onnx.load(str(out / "model_quantized.onnx")).graph.node}
+    assert ("MatMulInteger" in ops) == (record["recipe"] == "smoothed-dynamic")
+    assert distilsent.load(out, backend="onnx-int8", device="cpu").predict("good film").label
 
 
 @pytest.mark.slow

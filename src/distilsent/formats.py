@@ -16,7 +16,7 @@ from typing import Any
 
 from distilsent.core.errors import DataError, InvalidInputError, MissingExtraError
 
-__all__ = ["LabelledData", "file_sha256", "json_object", "read_labelled"]
+__all__ = ["LabelledData", "file_sha256", "json_object", "read_labelled", "read_texts"]
 
 TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label", "labels")
@@ -194,6 +194,24 @@ def read_labelled(
         texts.append(text.strip())
         labels.append(label)
     return LabelledData(path=path, texts=texts, labels=labels)
+
+
+def read_texts(path: str | Path, *, text_column: str | None = None, fmt: str = "auto") -> list[str]:
+    """Read the text column of ``path`` (any other column, a label included, is ignored)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    columns, rows = _read_rows(path, _detect_format(path, fmt))
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    text_key = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
+    texts = []
+    for number, row in rows:
+        text = row.get(text_key)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{number}: empty or missing text in column {text_key!r}")
+        texts.append(text.strip())
+    return texts
 
 
 def label_names(train_labels: list[int | str]) -> dict[int, str]:

@@ -9,14 +9,18 @@ from pathlib import Path
 import numpy as np
 
 from distilsent.core.engine.base import Engine
+from distilsent.core.engine.cpu import MATRIX_FLAGS, auto_cpu_dtype, cpu_flags, cpu_model, has_native_bf16
 from distilsent.core.errors import InvalidInputError
 from distilsent.core.tokenization import TokenBatch
 
 __all__ = [
     "BACKENDS",
     "DTYPES",
+    "MATRIX_FLAGS",
     "Engine",
+    "auto_cpu_dtype",
     "cpu_flags",
+    "cpu_model",
     "create_engine",
     "has_native_bf16",
     "partition",
@@ -51,24 +55,6 @@ def create_engine(
     from distilsent.core.engine.torch_engine import TorchEngine
 
     return TorchEngine(model_dir, device=device, threads=threads, dtype=dtype)
-
-
-def cpu_flags() -> set[str]:
-    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is not there)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
-def has_native_bf16(flags: set[str] | None = None) -> bool:
-    """Whether the CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16)."""
-    flags = cpu_flags() if flags is None else flags
-    return bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 # A model call costs about as much as this many padded tokens on top of its tokens (measured on the

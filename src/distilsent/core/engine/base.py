@@ -20,6 +20,10 @@ class Engine(Protocol):
     """Short backend name, e.g. ``"torch"``."""
     device: str
     """Where inference runs, e.g. ``"cpu"`` or ``"cuda:0"``."""
+    dtype: str
+    """What the model computes in, e.g. ``"float32"``, ``"bfloat16"`` or ``"int8"``."""
+    dtype_reason: str
+    """Why that dtype: asked for, or what ``dtype='auto'`` saw on this machine."""
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits of shape ``(batch, num_labels)`` as float32."""

@@ -24,6 +24,8 @@ class OnnxEngine:
         from distilsent.core.engine.onnx_export import cached_onnx
 
         self.backend = "onnx-int8" if int8 else "onnx"
+        self.dtype = "int8" if int8 else "float32"
+        self.dtype_reason = "the onnx backends run fp32 or int8; bf16 is the torch backend's"
         self.path = cached_onnx(model_dir, int8=int8)
         available = ort.get_available_providers()
         if device not in ("auto", "cpu") and not device.startswith("cuda"):

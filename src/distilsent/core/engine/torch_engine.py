@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from distilsent.core.engine.cpu import auto_cpu_dtype
 from distilsent.core.errors import InvalidInputError, ModelFormatError
 from distilsent.core.models import has_safetensors
 
@@ -36,7 +37,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 class TorchEngine:
-    """Runs the model with torch; fp32 on CPU, bf16 (or fp16) on GPUs."""
+    """Runs the model with torch: bf16 on GPUs and on CPUs with native bf16 matrix units, else fp32
+    (fp16 on GPUs without bf16)."""
 
     backend = "torch"
 
@@ -53,13 +55,19 @@ class TorchEngine:
         self._device = resolve_device(device)
         if threads is not None:
             torch.set_num_threads(threads)
+        torch_dtypes = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
         if dtype != "auto":
-            torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+            torch_dtype, self.dtype_reason = torch_dtypes[dtype], f"asked for ({dtype})"
         elif self._device.type == "cuda":
-            torch_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            bf16 = torch.cuda.is_bf16_supported()
+            torch_dtype = torch.bfloat16 if bf16 else torch.float16
+            self.dtype_reason = "auto: GPU " + ("with bf16" if bf16 else "without bf16, so fp16")
+        elif self._device.type == "cpu":
+            # Checkpoints are often stored in fp16, which CPUs compute slowly and less exactly.
+            chosen, self.dtype_reason = auto_cpu_dtype()
+            torch_dtype = torch_dtypes[chosen]
         else:
-            # Checkpoints are often stored in fp16; CPUs compute fp16 slowly and less exactly.
-            torch_dtype = torch.float32
+            torch_dtype, self.dtype_reason = torch.float32, f"auto: fp32 on {self._device.type}"
         self.dtype = str(torch_dtype).removeprefix("torch.")
         config = AutoConfig.from_pretrained(model_dir)
         if not config.architectures or not any("SequenceClassification" in a for a in config.architectures):

@@ -1,0 +1,64 @@
+"""What the CPU offers for matrix products, read once per call from ``/proc/cpuinfo``: the dtype and
+int8 choices follow it, and benchmarks print it."""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["MATRIX_FLAGS", "auto_cpu_dtype", "cpu_flags", "cpu_model", "has_native_bf16"]
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo is not there).
+
+    ``DISTILSENT_CPU_FLAGS`` (space-separated, may be empty) replaces them: to see what ``auto``
+    choices would be made on another CPU, or to keep a run in fp32 on one with native bf16.
+    """
+    if (override := os.environ.get("DISTILSENT_CPU_FLAGS")) is not None:
+        return set(override.split())
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
+"""The CPU flags that decide matrix-multiply speed in fp32, int8 and bf16, as benchmarks report them."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows elsewhere."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def has_native_bf16(flags: set[str] | None = None) -> bool:
+    """Whether the CPU multiplies bf16 matrices natively (AMX-BF16 or AVX512-BF16)."""
+    flags = cpu_flags() if flags is None else flags
+    return bool(_NATIVE_BF16 & flags)
+
+
+_NATIVE_BF16 = {"amx_bf16", "avx512_bf16"}
+
+
+def auto_cpu_dtype(flags: set[str] | None = None) -> tuple[str, str]:
+    """What ``dtype='auto'`` runs on this CPU, and why: bf16 where the CPU multiplies bf16 matrices
+    natively (AMX-BF16 or AVX512-BF16: several times its fp32 rate), fp32 elsewhere (bf16 is emulated
+    and slower there)."""
+    flags = cpu_flags() if flags is None else flags
+    native = sorted(_NATIVE_BF16 & flags)
+    if native:
+        return "bf16", f"auto: this CPU multiplies bf16 natively ({', '.join(native)})"
+    return "fp32", "auto: this CPU has no native bf16 matrix instructions (amx_bf16, avx512_bf16)"
