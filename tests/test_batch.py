@@ -315,3 +315,94 @@ def test_missing_ray_names_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyP
     src = write_input(tmp_path / "in.txt", [{"text": "x"}])
     with pytest.raises(distilsent.MissingExtraError, match=r"distilsent\[ray\]"):
         run_batch(config(tmp_path, src, "out.parquet", engine="ray"))
+
+
+def test_bad_values_become_error_rows_and_the_job_finishes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    huge = "good film " * 20_000  # 200,000 characters: over the csv module's default field limit
+    src = tmp_path / "in.csv"
+    src.write_bytes(
+        b"id,text,note\n"
+        b"1,a wonderful film,x\n"
+        + f'2,"{huge}",y\n'.encode()
+        + b"3\xff,dull plot,z\n"  # an invalid byte in the id
+        + b"4,great acting,\xfe\n"  # and in a kept column
+        + b"5,awful plot,w\n"
+    )
+    summary = run_batch(config(tmp_path, src, "out.jsonl", keep_columns="note"), load)
+    assert (summary.rows_in, summary.rows_out, summary.rows_failed) == (5, 3, 2)
+    assert [r["id"] for r in read_output(tmp_path / "out.jsonl")] == ["1", "2", "5"]
+    errors = [json.loads(line) for line in summary.errors.read_text().splitlines()]
+    assert [(e["row"], e["error"]) for e in errors] == [
+        (2, "column 'id' is not valid UTF-8"),
+        (3, "column 'note' is not valid UTF-8"),
+    ]
+    assert errors[0]["id"] == "3\\udcff"  # the bad byte, escaped, so the row can be found
+
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(
+        '{"id": 1, "text": "a wonderful film"}\n'
+        + '{"id": 2, "text": '
+        + "[" * 100_000
+        + "]" * 100_000
+        + "}\n"
+        + '{"id": '
+        + "9" * 5_000
+        + ', "text": "dull"}\n'
+        + '{"id": "\\ud800", "text": "fine"}\n'
+        + '{"id": 5, "text": "\\u0000\\u200b"}\n'
+        + '{"id": 6, "text": "awful plot"}\n'
+    )
+    summary = run_batch(config(tmp_path, jsonl, "out2.jsonl"), load)
+    assert (summary.rows_in, summary.rows_out, summary.rows_failed) == (6, 2, 4)
+    errors = [json.loads(line) for line in summary.errors.read_text().splitlines()]
+    assert [e["row"] for e in errors] == [1, 2, 3, 4]
+    assert "nested too deeply" in errors[0]["error"] and "digits" in errors[1]["error"]
+    assert "no visible characters" in errors[3]["error"]
+
+
+def test_an_unterminated_quote_is_an_error_naming_its_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = tmp_path / "in.csv"
+    src.write_text('id,text\n1,good film\n2,"an open quote\n3,dull\n4,fine\n')
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    with pytest.raises(
+        distilsent.DataError, match=r"in\.csv:3: malformed CSV: a quoted field is never closed"
+    ):
+        run_batch(config(tmp_path, src, "out.jsonl"), load)
+
+
+def test_resume_refuses_an_edit_that_keeps_size_and_mtime(tmp_path: Path, tiny_model_dir: Path) -> None:
+    src = write_input(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+
+    def stop(rows: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_batch(config(tmp_path, src, "out.jsonl", chunk_rows=5), load, on_chunk=stop)
+    stat = src.stat()
+    src.write_text(src.read_text().replace("wonderful", "wonderfuL"))  # same size
+    os.utime(src, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(distilsent.DataError, match="content_sha256"):
+        run_batch(config(tmp_path, src, "out.jsonl", chunk_rows=5, resume=True), load)
+
+
+@pytest.mark.slow
+def test_workers_die_with_a_parent_killed_with_sigkill(tmp_path: Path, tiny_model_dir: Path) -> None:
+    import psutil
+
+    src = tmp_path / "in.tsv"
+    src.write_text("id\ttext\n" + _generate(tmp_path / "body.tsv", 200_000).read_text())
+    out = tmp_path / "out.csv"
+    proc = _batch_process(src, out, tiny_model_dir, "--chunk-rows", "500", "--workers", "2")
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    while len(parent.children()) < 2 or not (tmp_path / "out.csv.parts" / "manifest.json").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the workers did not start"
+        time.sleep(0.05)
+    workers = parent.children(recursive=True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.pid for p in alive]

@@ -540,3 +540,78 @@ def test_a_lone_surrogate_is_a_422_on_every_route(classifier: distilsent.Classif
         assert r.status_code == 200
 
     run_app(scenario, classifier)
+
+
+def test_keys_are_checked_before_the_body_and_failures_are_throttled(
+    classifier: distilsent.Classifier,
+) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        # Neither a malformed nor an oversized body is looked at without a key.
+        assert_error(await client.post("/v1/classify", content=b"{not json"), 401, "missing API key")
+        assert_error(await client.post("/predict", content=b"x" * 5000), 401, "missing API key")
+        good = {"Authorization": "Bearer k1"}
+        assert (await client.post("/v1/classify", json={"inputs": "x"}, headers=good)).status_code == 200
+        assert_error(await client.post("/v1/classify", content=b"{not json", headers=good), 422)
+        for _ in range(8):  # with the two above: ten failures from this address
+            bad = await client.post("/v1/classify", json={"inputs": "x"}, headers={"X-API-Key": "nope"})
+            assert bad.status_code == 401
+        throttled = await client.post("/v1/classify", json={"inputs": "x"}, headers=good)
+        assert_error(throttled, 429, "too many requests without a valid API key")
+        assert 1 <= int(throttled.headers["retry-after"]) <= 10
+        assert (await client.get("/health")).status_code == 200  # open routes stay open
+        spec = (await client.get("/openapi.json")).json()
+        assert {"HTTPBearer", "APIKeyHeader"} <= set(spec["components"]["securitySchemes"])
+        responses = spec["paths"]["/v1/classify"]["post"]["responses"]
+        assert {"401", "413", "422", "429", "503"} <= set(responses)
+        assert "ErrorBody" in spec["components"]["schemas"]
+
+    run_app(scenario, classifier, api_keys=("k1",), max_body_bytes=1024)
+
+
+def test_head_undecodable_bodies_and_invisible_texts(classifier: distilsent.Classifier) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        for path in ("/health", "/ready", "/info", "/metrics", "/"):
+            response = await client.head(path)
+            assert response.status_code == 200, (path, response.status_code)
+        assert_error(await client.post("/v1/classify", content=b'{"inputs": "\xff\xfe"}'), 422, "not UTF-8")
+        for text in ("\u0000", "\u200b\u200d", "\x00 \ufeff"):
+            for route, body in (("/v1/classify", {"inputs": text}), ("/predict", {"inputs": [text]})):
+                assert_error(await client.post(route, json=body), 422, "no visible characters")
+        assert (await client.post("/v1/classify", json={"inputs": "\u200bgood"})).status_code == 200
+        spec = (await client.get("/openapi.json")).json()
+        assert "securitySchemes" not in spec.get("components", {})  # no keys, no scheme
+        assert "401" not in spec["paths"]["/v1/classify"]["post"]["responses"]
+
+    run_app(scenario, classifier)
+
+
+def test_a_server_whose_model_cannot_load_exits(tmp_path: Path) -> None:
+    port = _free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "distilsent",
+        "serve",
+        "--model",
+        str(tmp_path / "missing"),
+        "--port",
+        str(port),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "the model failed to load" in done.stderr and "--wait-for-model" in done.stderr
+
+
+@pytest.mark.slow
+def test_serve_workers_die_with_a_parent_killed_with_sigkill(tiny_model_dir: Path) -> None:
+    import psutil
+
+    proc, url = _start_server(tiny_model_dir, "--workers", "2")
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not alive, [p.pid for p in alive]
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url + "/health", timeout=2)

@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import sys
 import types
@@ -333,6 +334,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from distilsent.core.classifier import LoadConfig
     from distilsent.serve import ServeConfig, serve
 
+    if args.api_key:
+        logging.getLogger("distilsent").warning(
+            "--api-key puts the key in the process list (ps) for every local user to read; "
+            "use --api-key-file or $DISTILSENT_API_KEYS instead"
+        )
     serve_config = dataclasses.replace(
         config_from_args(ServeConfig, args), api_keys=tuple(args.api_key or ())
     )
@@ -545,7 +551,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--api-key",
         action="append",
         metavar="KEY",
-        help="accepted API key (repeatable); also --api-key-file and $DISTILSENT_API_KEYS",
+        help="accepted API key (repeatable). A key on the command line is visible to every local user "
+        "in ps and in shell history: prefer --api-key-file or $DISTILSENT_API_KEYS (comma-separated)",
     )
     p.set_defaults(func=cmd_serve)
     return parser

@@ -10,13 +10,14 @@ import csv
 import hashlib
 import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from distilsent.core.errors import DataError, InvalidInputError, MissingExtraError
 
-__all__ = ["LabelledData", "file_sha256", "json_object", "read_labelled", "read_texts"]
+__all__ = ["LabelledData", "csv_records", "file_sha256", "json_object", "read_labelled", "read_texts"]
 
 TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label", "labels")
@@ -65,7 +66,30 @@ def csv_options(fmt: str) -> dict[str, Any]:
     """
     if fmt == "tsv":
         return {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
-    return {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL}
+    # strict: an unterminated quote is an error at the end of the file, where the lenient reader would
+    # silently read every later row into one field.
+    return {"delimiter": ",", "quoting": csv.QUOTE_MINIMAL, "strict": True}
+
+
+# The csv module refuses fields over 131,072 characters; a long review is a text like any other (the
+# tokenizer truncates it), so the limit is the largest the platform's C long allows.
+csv.field_size_limit(2**31 - 1)
+
+
+def csv_records(reader: Any, path: Path) -> Iterator[Any]:
+    """The rows of a ``csv`` reader (or ``DictReader``); a malformed one is a ``DataError`` naming the
+    line its record began on. Nothing after it can be trusted (an open quote runs to the end of the
+    file), so reading stops there rather than skipping it."""
+    while True:
+        began = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            why = "a quoted field is never closed" if "unexpected end of data" in str(e) else str(e)
+            raise DataError(f"{path}:{began}: malformed CSV: {why}") from None
+        yield row
 
 
 def _detect_format(path: Path, fmt: str) -> str:
@@ -108,6 +132,10 @@ def json_object(line: str) -> dict:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
         raise DataError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except RecursionError:
+        raise DataError("invalid JSON (nested too deeply)") from None
+    except ValueError as e:  # e.g. an integer of more than 4,300 digits
+        raise DataError(f"invalid JSON ({e})") from None
     if not isinstance(obj, dict):
         raise DataError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
@@ -146,13 +174,13 @@ def _read_rows(path: Path, fmt: str) -> tuple[list[str], list[tuple[int, dict]]]
         return columns, rows
 
     reader = csv.reader(io.StringIO(text, newline=""), **csv_options(fmt))
-    try:
-        header = next(reader)
-    except StopIteration:
+    records = csv_records(reader, path)
+    header = next(records, None)
+    if header is None:
         return [], []
     header = [h.strip() for h in header]
     rows = []
-    for row in reader:
+    for row in records:
         if not any(cell.strip() for cell in row):
             continue
         if len(row) != len(header):

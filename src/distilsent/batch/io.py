@@ -15,8 +15,8 @@ from typing import Any
 from distilsent.batch.config import ROW_COLUMN, BatchConfig
 from distilsent.core.classifier import Prediction
 from distilsent.core.errors import DataError, MissingExtraError
-from distilsent.core.text import text_problem
-from distilsent.formats import csv_options, json_object, utf8_line
+from distilsent.core.text import encodable, text_problem
+from distilsent.formats import csv_options, csv_records, json_object, utf8_line
 
 __all__ = [
     "CountingReader",
@@ -79,7 +79,7 @@ class Reader:
 
     def _csv_setup(self) -> None:
         with self.path.open("r", encoding="utf-8", errors="surrogateescape", newline="") as f:
-            header = next(csv.reader(f, **csv_options(self.fmt)), None)
+            header = next(csv_records(csv.reader(f, **csv_options(self.fmt)), self.path), None)
         if header is None:
             raise DataError(f"{self.path} is empty: expected a header row")
         self._require_columns(header)
@@ -153,20 +153,32 @@ class Reader:
         if self.config.text_column not in obj:
             return Record(row, ident, None, kept, f"field {self.config.text_column!r} is missing")
         text, error = check_text(obj[self.config.text_column])
-        return Record(row, ident, text, kept, error)
+        return self._checked(Record(row, ident, text, kept, error))
 
     def _csv(self) -> Iterator[Record]:
         with self.path.open("rb") as raw:
             counted = CountingReader(raw, self)
             text_stream = io.TextIOWrapper(counted, encoding="utf-8", errors="surrogateescape", newline="")
             reader = csv.DictReader(text_stream, **csv_options(self.fmt))
-            for row, obj in enumerate(reader):
+            for row, obj in enumerate(csv_records(reader, self.path)):
                 ident = obj.get(self.id_column) if self.id_column else row
                 kept = {c: obj.get(c) for c in self.kept}
                 text, error = check_text(obj.get(self.config.text_column))
                 if error == "text is missing (null)":
                     error = f"row has no value for column {self.config.text_column!r}"
-                yield Record(row, ident, text, kept, error)
+                yield self._checked(Record(row, ident, text, kept, error))
+
+    def _checked(self, record: Record) -> Record:
+        """``record``, or an error record when its id or a kept column cannot be written as UTF-8
+        (invalid bytes read with ``surrogateescape``, or JSON's lone ``\\ud800`` escapes)."""
+        columns = {self.id_name: record.ident, **record.kept}
+        bad = [name for name, value in columns.items() if isinstance(value, str) and not encodable(value)]
+        if not bad:
+            return record
+        ident = record.ident
+        if isinstance(ident, str) and not encodable(ident):
+            ident = ident.encode("utf-8", "backslashreplace").decode("utf-8")
+        return Record(record.row, ident, None, {}, f"column {bad[0]!r} is not valid UTF-8")
 
     def _parquet(self) -> Iterator[Record]:
         import pyarrow.parquet as pq

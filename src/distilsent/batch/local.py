@@ -27,6 +27,8 @@ from distilsent.batch.io import (
 )
 from distilsent.core.classifier import Classifier, LoadConfig, Prediction, available_threads
 from distilsent.core.errors import DataError
+from distilsent.core.process import die_with_parent
+from distilsent.formats import file_sha256
 
 __all__ = ["run_batch"]
 
@@ -38,6 +40,7 @@ _worker_error: Exception | None = None
 
 def _init_worker(load: dict[str, Any]) -> None:
     global _worker_classifier, _worker_error
+    die_with_parent()  # a parent killed with -9 must not leave idle workers holding the model
     try:
         _worker_classifier = Classifier(LoadConfig.from_dict(load))
     except Exception as e:
@@ -84,10 +87,13 @@ def _fingerprint(config: BatchConfig, load: LoadConfig) -> dict[str, Any]:
         k: v for k, v in load.to_dict().items() if k not in ("threads", "device", "batch_size")
     }
     digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()
+    # The content's hash, not the modification time: an edit of the same size with the time restored
+    # would otherwise resume and mix old and new results. Reading the file once costs seconds per GB,
+    # little next to scoring it.
     return {
         "input": str(Path(config.input).resolve()),
         "size": stat.st_size,
-        "mtime_ns": stat.st_mtime_ns,
+        "content_sha256": file_sha256(config.input),
         "options_sha256": digest,
     }
 

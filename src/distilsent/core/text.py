@@ -6,26 +6,40 @@ from collections.abc import Sequence
 
 from distilsent.core.errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["check_texts", "text_problem"]
+__all__ = ["check_texts", "encodable", "text_problem"]
+
+
+def encodable(value: str) -> bool:
+    """Whether ``value`` encodes as UTF-8: not when it holds a lone UTF-16 surrogate (possible in a
+    Python ``str``, in JSON's ``\\ud800`` escapes, and where invalid bytes were read with
+    ``surrogateescape``)."""
+    if value.isascii():  # a flag CPython keeps on every str: most values skip the encode below
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def text_problem(value: object) -> str | None:
     """Why ``value`` cannot be classified, as a predicate for "text …", or None when it can be.
 
-    A lone UTF-16 surrogate (possible in a Python ``str`` and in JSON's ``\\ud800`` escapes) cannot be
-    encoded, so the tokenizer would fail on it; such text is refused like an invalid byte.
+    Text the tokenizer cannot encode (a lone surrogate) is refused like an invalid byte, and text with
+    nothing visible in it (NUL bytes, zero-width spaces, other control or format characters) like
+    empty text: the model would otherwise label an empty input.
     """
     if value is None:
         return "is missing (null)"
     if not isinstance(value, str):
         return f"is {type(value).__name__}, not a string"
-    if not value.strip():
+    stripped = value.strip()
+    if not stripped:
         return "is empty"
-    if value.isascii():  # a flag CPython keeps on every str: most texts skip the encode below
-        return None
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
+    # strip() removed the white space, so a printable first character is a visible one.
+    if not stripped[0].isprintable() and not any(c.isprintable() and not c.isspace() for c in stripped):
+        return "has no visible characters (only control or zero-width ones)"
+    if not encodable(value):
         return "is not valid UTF-8"
     return None
 

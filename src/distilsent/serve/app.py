@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import hmac
 import logging
 import sys
 import time
@@ -30,17 +29,27 @@ from distilsent.serve.batching import Batcher, QueueFullError
 from distilsent.serve.config import ServeConfig
 from distilsent.serve.middleware import (
     BodyLimitAndLog,
+    KeyGate,
     Metrics,
     ServerError,
     error_response,
     validation_message,
 )
-from distilsent.serve.schemas import ClassifyRequest, ExplainRequest, HFParameters, HFRequest, PredictRequest
+from distilsent.serve.schemas import (
+    ClassifyRequest,
+    ErrorBody,
+    ExplainRequest,
+    HFParameters,
+    HFRequest,
+    PredictRequest,
+)
 
 try:
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import FastAPI, Request, Security
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from fastapi.routing import APIRoute
+    from fastapi.security import APIKeyHeader, HTTPBearer
     from prometheus_client import generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -61,6 +70,10 @@ class _State:
     def __init__(self, serve: ServeConfig, load: LoadConfig) -> None:
         self.serve, self.load = serve, load
         self.keys = serve.keys()
+        self.gate = KeyGate(self.keys)
+        self.on_load_failure: Callable[[], None] | None = None
+        """Called when the model fails to load and ``serve.wait_for_model`` is off (``run`` stops the
+        server)."""
         self.metrics = Metrics()
         self.classifier: Classifier | None = None
         self.batcher: Batcher | None = None
@@ -162,6 +175,9 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and "parsing the body" in str(exc.detail):
+            # FastAPI's answer to a body that is not UTF-8; every other malformed body is a 422.
+            return error_response(422, "body: not valid JSON (not UTF-8 text)", "validation")
         kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http")
         return error_response(exc.status_code, str(exc.detail), kind, getattr(exc, "headers", None))
 
@@ -170,26 +186,26 @@ def create_app(
         logger.exception("internal error on %s", request.url.path)
         return error_response(500, "internal server error", "internal")
 
-    async def authorized(request: Request) -> None:
-        if not state.keys:
-            return
-        header = request.headers.get("authorization", "")
-        given = (
-            header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key")
+    # Keys are checked by the middleware, before the body is read; these only describe the scheme
+    # in the OpenAPI document.
+    guarded = (
+        [Security(HTTPBearer(auto_error=False)), Security(APIKeyHeader(name="X-API-Key", auto_error=False))]
+        if state.keys
+        else []
+    )
+    errors = {
+        code: {"model": ErrorBody, "description": what}
+        for code, what in (
+            (401, "missing or invalid API key"),
+            (413, "request body over the limit, or a text over max_length with truncate=false"),
+            (422, "malformed request: the error names the field"),
+            (429, "too busy, or too many failed API keys: see Retry-After"),
+            (503, "model loading or failed to load: see Retry-After"),
         )
-        if not given:
-            raise ServerError(401, "missing API key: send 'Authorization: Bearer KEY'", "unauthorized")
-        candidate = given.encode()
-        # Compare against every key, always, so the time taken says nothing about which one nearly matched.
-        matched = False
-        for key in state.keys:
-            matched |= hmac.compare_digest(candidate, key)
-        if not matched:
-            raise ServerError(401, "invalid API key", "unauthorized")
+        if code != 401 or state.keys
+    }
 
-    guarded = [Depends(authorized)]
-
-    @app.post("/v1/classify", dependencies=guarded, summary="Classify one text or a list")
+    @app.post("/v1/classify", dependencies=guarded, responses=errors, summary="Classify one text or a list")
     async def classify(body: ClassifyRequest, request: Request) -> Any:
         texts, single = _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(texts)
@@ -211,7 +227,9 @@ def create_app(
         out = [p.to_dict() for p in preds]
         return out[0] if single else out
 
-    @app.post("/predict", dependencies=guarded, summary="Text Embeddings Inference: classify")
+    @app.post(
+        "/predict", dependencies=guarded, responses=errors, summary="Text Embeddings Inference: classify"
+    )
     async def predict(body: PredictRequest, request: Request) -> Any:
         texts, single = _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(texts)
@@ -226,7 +244,9 @@ def create_app(
         out = [_label_scores(p) for p in preds]
         return out[0] if single else out
 
-    @app.post("/", dependencies=guarded, summary="Hugging Face inference API: text classification")
+    @app.post(
+        "/", dependencies=guarded, responses=errors, summary="Hugging Face inference API: text classification"
+    )
     async def hf_inference(body: HFRequest, request: Request) -> Any:
         texts, _ = _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(texts)
@@ -235,7 +255,12 @@ def create_app(
         # The inference API answers a list of label lists, one per input, even for a single string.
         return [_label_scores(p) for p in preds]
 
-    @app.post("/v1/explain", dependencies=guarded, summary="Word attributions (Integrated Gradients)")
+    @app.post(
+        "/v1/explain",
+        dependencies=guarded,
+        responses=errors,
+        summary="Word attributions (Integrated Gradients)",
+    )
     async def explain(body: ExplainRequest, request: Request) -> Any:
         clf = state.require()
         _texts(body.inputs, state.serve)
@@ -262,12 +287,17 @@ def create_app(
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready", summary="Readiness: model loaded and warmed up")
+    @app.get("/ready", summary="Readiness: model loaded and warmed up", responses=errors)
     async def ready() -> dict[str, str]:
         state.require()
         return {"status": "ready"}
 
-    @app.get("/info", dependencies=guarded, summary="Model, backend, limits")
+    @app.get(
+        "/info",
+        dependencies=guarded,
+        summary="Model, backend, limits",
+        responses=errors,
+    )
     async def info() -> dict[str, Any]:
         clf = state.require()
         limits = {
@@ -282,23 +312,46 @@ def create_app(
             "explain": _explain_available(),
         }
 
-    @app.get("/metrics", dependencies=guarded, summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        dependencies=guarded,
+        summary="Prometheus metrics",
+        responses=errors,
+    )
     async def metrics() -> Response:
         if state.batcher is not None:
             state.metrics.queue.set(state.batcher.pending)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    # HEAD wherever GET is served (monitors and load balancers probe with it); kept out of the schema,
+    # where each would repeat its GET operation.
+    for route in list(app.routes):
+        if isinstance(route, APIRoute) and "GET" in route.methods:
+            app.add_api_route(
+                route.path,
+                route.endpoint,
+                methods=["HEAD"],
+                include_in_schema=False,
+                dependencies=route.dependencies,
+                response_class=route.response_class,
+            )
     app.add_middleware(BodyLimitAndLog, state=state)
     return app
 
 
 async def _become_ready(state: _State, loader: asyncio.Future[None]) -> None:
     await loader
-    if state.classifier is not None:
-        state.batcher = state.batcher_for(state.classifier)
-        state.batcher.start()
-        state.ready = True
-        logger.info("ready: %r", state.classifier)
+    if state.classifier is None:
+        if not state.serve.wait_for_model and state.on_load_failure is not None:
+            logger.error(
+                "stopping: the model cannot load (--wait-for-model keeps the server up, answering 503)"
+            )
+            state.on_load_failure()
+        return
+    state.batcher = state.batcher_for(state.classifier)
+    state.batcher.start()
+    state.ready = True
+    logger.info("ready: %r", state.classifier)
 
 
 def _explain_available() -> bool:

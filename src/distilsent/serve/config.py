@@ -44,6 +44,9 @@ class ServeConfig(Config):
     """Write one JSON line per request to stderr (never headers or keys)."""
     graceful_timeout: float = 30.0
     """On SIGTERM, seconds to let in-flight requests finish before closing."""
+    wait_for_model: bool = False
+    """When the model fails to load, keep serving (503 with the reason) instead of exiting with status
+    2 so that a supervisor restarts the server (with workers > 1, each worker keeps serving 503)."""
 
     def __post_init__(self) -> None:
         self.api_keys = tuple(self.api_keys)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hmac
 import json
 import logging
+import math
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -19,7 +21,26 @@ try:
 except ImportError as e:  # pragma: no cover - exercised by the missing-extra test
     raise MissingExtraError("distilsent serve", "serve", e.name or "fastapi") from e
 
-__all__ = ["BodyLimitAndLog", "Metrics", "ServerError", "error_response", "validation_message"]
+__all__ = [
+    "OPEN_ROUTES",
+    "BodyLimitAndLog",
+    "KeyGate",
+    "Metrics",
+    "ServerError",
+    "error_response",
+    "validation_message",
+]
+
+OPEN_ROUTES = {
+    ("GET", "/"),  # the web page (its requests carry the key the user types)
+    ("GET", "/health"),
+    ("GET", "/ready"),
+    ("GET", "/docs"),
+    ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
+    ("GET", "/openapi.json"),
+}
+"""(method, path) pairs answered without an API key; HEAD is treated as GET."""
 
 access_logger = logging.getLogger("distilsent.access")
 
@@ -30,6 +51,56 @@ class ServerError(Exception):
     def __init__(self, status: int, message: str, error_type: str, headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.error_type, self.headers = status, message, error_type, headers
+
+
+class KeyGate:
+    """API keys checked from the request headers alone, before any body is read or parsed, with the
+    failures of each client address throttled: after ``max_failures`` wrong or missing keys within
+    ``window`` seconds, that address gets 429 (with the seconds until its oldest failure expires as
+    ``Retry-After``) without its keys being compared at all."""
+
+    def __init__(self, keys: list[bytes], max_failures: int = 10, window: float = 10.0) -> None:
+        self.keys, self.max_failures, self.window = keys, max_failures, window
+        self._failures: collections.OrderedDict[str, collections.deque[float]] = collections.OrderedDict()
+
+    def needed(self, method: str, path: str) -> bool:
+        return bool(self.keys) and ("GET" if method == "HEAD" else method, path) not in OPEN_ROUTES
+
+    def check(self, headers: dict[bytes, bytes], client: str) -> ServerError | None:
+        """None when the request carries an accepted key, else the error to answer."""
+        now = time.monotonic()
+        failures = self._failures.get(client)
+        if failures is not None:
+            while failures and failures[0] < now - self.window:
+                failures.popleft()
+            if len(failures) >= self.max_failures:
+                wait = max(1, math.ceil(failures[0] + self.window - now))
+                return ServerError(
+                    429,
+                    f"too many requests without a valid API key from this address; retry in {wait} s",
+                    "unauthorized",
+                    {"Retry-After": str(wait)},
+                )
+        header = headers.get(b"authorization", b"")
+        given = header[7:].strip() if header[:7].lower() == b"bearer " else headers.get(b"x-api-key", b"")
+        if given:
+            # Compare against every key, always, so the time taken says nothing about which nearly matched.
+            matched = False
+            for key in self.keys:
+                matched |= hmac.compare_digest(given, key)
+            if matched:
+                return None
+        self._fail(client, now)
+        if not given:
+            return ServerError(401, "missing API key: send 'Authorization: Bearer KEY'", "unauthorized")
+        return ServerError(401, "invalid API key", "unauthorized")
+
+    def _fail(self, client: str, now: float) -> None:
+        failures = self._failures.pop(client, None) or collections.deque()
+        failures.append(now)
+        self._failures[client] = failures  # most recent last
+        while len(self._failures) > 10_000:  # addresses seen once long ago go first
+            self._failures.popitem(last=False)
 
 
 class Metrics:
@@ -93,7 +164,8 @@ def validation_message(exc: RequestValidationError) -> str:
 
 
 class BodyLimitAndLog:
-    """ASGI middleware: refuse bodies over the cap before the app reads them; time, count, log."""
+    """ASGI middleware: check the API key from the headers, then refuse bodies over the cap, both
+    before the app reads anything; time, count, log."""
 
     def __init__(self, app: Any, state: Any) -> None:
         self.app, self.state = app, state
@@ -112,6 +184,18 @@ class BodyLimitAndLog:
 
         limit = self.state.serve.max_body_bytes
         headers = dict(scope.get("headers") or [])
+        gate = self.state.gate
+        if gate.needed(scope["method"], scope["path"]):
+            refused = gate.check(headers, (scope.get("client") or ("",))[0])
+            if refused is not None:
+                try:
+                    response = error_response(
+                        refused.status, refused.message, refused.error_type, refused.headers
+                    )
+                    await response(scope, receive, send_wrapper)
+                finally:
+                    self._record(scope, status["code"], time.perf_counter() - began)
+                return
         if scope["method"] == "POST" and headers.get(b"content-type", b"form").startswith(
             (b"form", b"application/x-www-form-urlencoded")
         ):
@@ -158,24 +242,26 @@ class BodyLimitAndLog:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
-            seconds = time.perf_counter() - began
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "other"
-            metrics = self.state.metrics
-            metrics.requests.labels(path, str(status["code"])).inc()
-            metrics.latency.labels(path).observe(seconds)
-            if self.state.serve.access_log:
-                client = scope.get("client") or ("", 0)
-                access_logger.info(
-                    json.dumps(
-                        {
-                            "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "client": client[0],
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "status": status["code"],
-                            "ms": round(1000 * seconds, 2),
-                            "texts": scope.get("distilsent.texts"),
-                        }
-                    )
+            self._record(scope, status["code"], time.perf_counter() - began)
+
+    def _record(self, scope: MutableMapping[str, Any], code: int, seconds: float) -> None:
+        route = scope.get("route")
+        path = getattr(route, "path", None) or "other"
+        metrics = self.state.metrics
+        metrics.requests.labels(path, str(code)).inc()
+        metrics.latency.labels(path).observe(seconds)
+        if self.state.serve.access_log:
+            client = scope.get("client") or ("", 0)
+            access_logger.info(
+                json.dumps(
+                    {
+                        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "client": client[0],
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "status": code,
+                        "ms": round(1000 * seconds, 2),
+                        "texts": scope.get("distilsent.texts"),
+                    }
                 )
+            )

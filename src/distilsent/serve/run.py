@@ -8,7 +8,8 @@ import os
 from typing import Any
 
 from distilsent.core.classifier import LoadConfig, available_threads
-from distilsent.core.errors import MissingExtraError
+from distilsent.core.errors import DistilsentError, MissingExtraError
+from distilsent.core.process import die_with_parent
 from distilsent.serve.app import create_app
 from distilsent.serve.config import ServeConfig
 from distilsent.serve.middleware import access_logger
@@ -21,6 +22,10 @@ except ImportError as e:  # pragma: no cover - exercised by the missing-extra te
 __all__ = ["app_from_env", "run"]
 
 _CONFIG_ENV = "DISTILSENT_SERVE_CONFIG"
+
+
+class ModelLoadError(DistilsentError):
+    """The server stopped because its model could not load (exit status 2 from the CLI)."""
 
 
 def _uvicorn_kwargs(serve: ServeConfig) -> dict[str, Any]:
@@ -36,6 +41,8 @@ def _uvicorn_kwargs(serve: ServeConfig) -> dict[str, Any]:
 
 def app_from_env() -> Any:
     """App factory for multi-process serving: each worker reads the configs from the environment."""
+    # uvicorn's supervisor is the parent; killed with -9 it would leave workers holding the port.
+    die_with_parent()
     raw = json.loads(os.environ[_CONFIG_ENV])
     serve = ServeConfig.from_dict(raw["serve"])
     _configure_logging(serve)
@@ -56,7 +63,17 @@ def run(serve: ServeConfig, load: LoadConfig) -> None:
     """Run the server until SIGINT/SIGTERM; in-flight requests get ``graceful_timeout`` to finish."""
     _configure_logging(serve)
     if serve.workers == 1:
-        uvicorn.run(create_app(serve, load), **_uvicorn_kwargs(serve))
+        app = create_app(serve, load)
+        server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_kwargs(serve)))
+        state = app.state.distilsent
+
+        def stop() -> None:
+            server.should_exit = True
+
+        state.on_load_failure = stop
+        server.run()
+        if state.load_error is not None and not serve.wait_for_model:
+            raise ModelLoadError(f"the model failed to load: {state.load_error}")
         return
     if load.threads is None:
         load = LoadConfig.from_dict(

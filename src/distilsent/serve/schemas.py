@@ -13,12 +13,27 @@ except ImportError as e:  # pragma: no cover - exercised by the missing-extra te
 
 from distilsent.core.postprocess import FUNCTIONS
 
-__all__ = ["ClassifyRequest", "ExplainRequest", "HFParameters", "HFRequest", "Inputs", "PredictRequest"]
+__all__ = [
+    "ClassifyRequest",
+    "ErrorBody",
+    "ExplainRequest",
+    "HFParameters",
+    "HFRequest",
+    "Inputs",
+    "PredictRequest",
+]
 
 
 # The option list of distilsent.core.postprocess, as the type pydantic validates against.
 FunctionName = Literal[FUNCTIONS]  # type: ignore[valid-type]
 Inputs = StrictStr | list[StrictStr]
+
+
+class ErrorBody(BaseModel):
+    """Every error the server answers."""
+
+    error: str = Field(description="What went wrong, naming the field or limit.")
+    error_type: str = Field(description="validation, unauthorized, overloaded, unavailable, ...")
 
 
 class ClassifyRequest(BaseModel):
