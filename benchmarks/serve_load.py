@@ -1,12 +1,16 @@
 """Load test of ``distilsent serve``: N concurrent clients for a bounded time, against the in-process engine.
 
     python benchmarks/serve_load.py --model default --clients 64 --seconds 60
+    python benchmarks/serve_load.py --model default --clients 1024 --texts-per-request 32 --seconds 30
 
 The in-process baseline scores the same SST-2 sentences with ``Classifier.predict`` (the median of
 three passes) before the server starts, so the two never compete for the CPU. Then the server runs
 as a subprocess on 127.0.0.1 and N clients, each on its own keep-alive connection, send one sentence
-per request for the given time. Printed: requests/s, texts/s, p50/p95/p99 latency, errors, dropped
-requests, the server's RSS over the run, and its throughput as a fraction of the in-process engine's.
+per request (or ``--texts-per-request`` sizes, cycled: ``1,32``) for the given time. A client answered
+429 or 503 waits the ``Retry-After`` it was given before its next request, as a well-behaved client
+does. Printed: requests/s, texts/s, answers by status code, p50/p95/p99 latency of the answered (200)
+requests, the Retry-After given, dropped connections, the server's RSS over the run, and its
+throughput as a fraction of the in-process engine's.
 
 The clients speak HTTP/1.1 over asyncio streams rather than through httpx: on a 2-core machine the
 load generator shares the CPU with the server, and a heavier client would be measured as server cost.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import os
 import socket
@@ -23,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -77,15 +83,18 @@ def start_server(model: str, backend: str, port: int, extra: list[str]) -> subpr
     raise SystemExit("server not ready after 120 s")
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, float]:
+    """(status, body, Retry-After seconds or 0)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    length = 0
+    length, retry = 0, 0.0
     for line in lines[1:]:
         if line.lower().startswith("content-length:"):
             length = int(line.split(":", 1)[1])
-    return status, await reader.readexactly(length)
+        elif line.lower().startswith("retry-after:"):
+            retry = float(line.split(":", 1)[1])
+    return status, await reader.readexactly(length), retry
 
 
 def encode_request(method: str, path: str, body: bytes) -> bytes:
@@ -97,31 +106,55 @@ async def request(host: str, port: int, method: str, path: str, body: bytes) -> 
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(encode_request(method, path, body))
     await writer.drain()
-    out = await read_response(reader)
+    status, body, _ = await read_response(reader)
     writer.close()
-    return out
+    return status, body
+
+
+@dataclass
+class Tally:
+    """What every client saw."""
+
+    latencies: list[float] = field(default_factory=list)  # of 200 answers
+    codes: collections.Counter[int] = field(default_factory=collections.Counter)
+    retry_after: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    texts: int = 0
+    dropped: int = 0
 
 
 async def client(
-    port: int, texts: list[str], start: int, deadline: float, latencies: list[float], errors: list[str]
+    port: int, texts: list[str], sizes: list[int], start: int, deadline: float, tally: Tally
 ) -> int:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     sent = 0
     i = start
     while time.perf_counter() < deadline:
-        body = json.dumps({"inputs": texts[i % len(texts)]}).encode()
+        size = sizes[sent % len(sizes)]
+        chosen = [texts[(i + k) % len(texts)] for k in range(size)]
+        body = json.dumps({"inputs": chosen[0] if size == 1 else chosen}).encode()
         began = time.perf_counter()
         writer.write(encode_request("POST", "/v1/classify", body))
         sent += 1
         try:
-            status, payload = await read_response(reader)
+            status, payload, retry = await read_response(reader)
         except (asyncio.IncompleteReadError, ConnectionError) as e:
-            errors.append(f"connection: {e}")
+            tally.dropped += 1
+            tally.errors.append(f"connection: {e}")
             break
-        latencies.append(time.perf_counter() - began)
-        if status != 200:
-            errors.append(f"{status}: {payload[:200]!r}")
-        i += 1
+        tally.codes[status] += 1
+        if status == 200:
+            tally.latencies.append(time.perf_counter() - began)
+            tally.texts += size
+        else:
+            if status not in (429, 503):
+                tally.errors.append(f"{status}: {payload[:200]!r}")
+            tally.retry_after.append(retry)
+            await asyncio.sleep(min(retry, max(0.0, deadline - time.perf_counter())))
+            if retry >= 4:  # the server closes keep-alive connections idle for 5 s: reconnect
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i += size
     writer.close()
     return sent
 
@@ -129,15 +162,15 @@ async def client(
 async def drive(
     port: int,
     texts: list[str],
+    sizes: list[int],
     clients: int,
     seconds: float,
     pid: int | None = None,
     rss: list[float] | None = None,
-) -> tuple[list[float], list[str], int]:
-    latencies: list[float] = []
-    errors: list[str] = []
+) -> tuple[Tally, int]:
+    tally = Tally()
     deadline = time.perf_counter() + seconds
-    step = len(texts) // clients
+    step = max(1, len(texts) // clients)
 
     async def sample() -> None:
         while pid is not None and rss is not None and time.perf_counter() < deadline:
@@ -145,9 +178,9 @@ async def drive(
             await asyncio.sleep(seconds / 10)
 
     *sent, _ = await asyncio.gather(
-        *(client(port, texts, k * step, deadline, latencies, errors) for k in range(clients)), sample()
+        *(client(port, texts, sizes, k * step, deadline, tally) for k in range(clients)), sample()
     )
-    return latencies, errors, sum(sent)
+    return tally, sum(sent)
 
 
 def rss_mb(pid: int) -> float:
@@ -166,30 +199,37 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--warmup", type=float, default=5, help="seconds of load before measuring")
     parser.add_argument("--texts", type=int, default=2000, help="distinct SST-2 dev sentences cycled through")
+    parser.add_argument(
+        "--texts-per-request", default="1", help="texts in each request, cycled: e.g. 1 or 32 or 1,8,32"
+    )
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for distilsent serve")
     args = parser.parse_args()
 
     texts = sentences(args.texts)
+    sizes = [int(x) for x in args.texts_per_request.split(",")]
     baseline = in_process(args.model, args.backend, texts)
     port = free_port()
     proc = start_server(args.model, args.backend, port, args.server_arg)
     try:
         # A warm-up, so that the allocator's first growth to the working set is not counted as a leak.
-        asyncio.run(drive(port, texts, args.clients, args.warmup))
+        asyncio.run(drive(port, texts, sizes, args.clients, args.warmup))
         rss: list[float] = []
         rss_start = rss_mb(proc.pid)
         began = time.perf_counter()
-        latencies, errors, sent = asyncio.run(drive(port, texts, args.clients, args.seconds, proc.pid, rss))
+        tally, sent = asyncio.run(drive(port, texts, sizes, args.clients, args.seconds, proc.pid, rss))
         elapsed = time.perf_counter() - began
         rss_end = rss_mb(proc.pid)
         metrics = asyncio.run(request("127.0.0.1", port, "GET", "/metrics", b""))[1].decode()
     finally:
         proc.terminate()
         proc.wait(30)
-    answered = len(latencies)
-    ms = np.array(latencies) * 1000
+    answered = sum(tally.codes.values())
+    ms = np.array(tally.latencies or [0.0]) * 1000
     p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
     rate = answered / elapsed
+    text_rate = tally.texts / elapsed
+    errors = tally.errors
+    retry = tally.retry_after
     found = {
         line.split()[0]: float(line.split()[1])
         for line in metrics.splitlines()
@@ -202,16 +242,31 @@ def main() -> None:
     per_call = found.get("distilsent_batch_size_sum", 0) / max(calls, 1)
     rows = [
         ("model / backend", f"{args.model} / {args.backend}"),
-        ("clients, seconds", f"{args.clients}, {args.seconds:g}"),
-        ("requests answered", f"{answered} ({sent - answered} dropped)"),
-        ("errors", f"{len(errors)}" + (f" e.g. {errors[0]}" if errors else "")),
-        ("requests/s = texts/s", f"{rate:.1f}"),
-        ("latency p50 / p95 / p99 ms", f"{p50:.1f} / {p95:.1f} / {p99:.1f}  (p99/p50 {p99 / p50:.1f}x)"),
-        ("mean latency ms", f"{statistics.fmean(ms):.1f}"),
+        (
+            "clients, seconds, texts per request",
+            f"{args.clients}, {args.seconds:g}, {args.texts_per_request}",
+        ),
+        (
+            "requests answered",
+            f"{answered} ({sent - answered} unanswered, {tally.dropped} dropped connections)",
+        ),
+        ("answers by status", ", ".join(f"{code}: {n}" for code, n in sorted(tally.codes.items()))),
+        ("other errors", f"{len(errors)}" + (f" e.g. {errors[0]}" if errors else "")),
+        ("requests/s (all answers)", f"{rate:.1f}"),
+        ("texts/s classified (200s)", f"{text_rate:.1f}"),
+        (
+            "200 latency p50 / p95 / p99 ms",
+            f"{p50:.1f} / {p95:.1f} / {p99:.1f}  (p99/p50 {p99 / max(p50, 1e-9):.1f}x)",
+        ),
+        ("200 mean latency ms", f"{statistics.fmean(ms):.1f}"),
+        (
+            "Retry-After given (429/503) s",
+            f"mean {statistics.fmean(retry):.1f}, max {max(retry):.0f}" if retry else "none",
+        ),
         ("texts per batcher cycle (mean)", f"{per_call:.1f} over {calls:.0f} cycles, warm-up included"),
         ("share of wall time in the model", f"{100 * model_share:.0f} %"),
         ("in-process engine texts/s", f"{baseline:.1f}"),
-        ("server / in-process", f"{rate / baseline:.2f}"),
+        ("server / in-process", f"{text_rate / baseline:.2f}"),
         (
             "server RSS MB start -> end",
             f"{rss_start:.0f} -> {rss_end:.0f} ({100 * (rss_end / rss_start - 1):+.1f} %)",

@@ -20,7 +20,7 @@ import pytest
 
 import distilsent
 from distilsent.serve import ServeConfig, create_app
-from distilsent.serve.batching import Batcher
+from distilsent.serve.batching import Batcher, DeadlineError, QueueFullError
 from helpers import approx_scores
 
 TEXTS = ["a wonderful film", "dull and far too long", "an ok movie"]
@@ -615,3 +615,76 @@ def test_serve_workers_die_with_a_parent_killed_with_sigkill(tiny_model_dir: Pat
     assert not alive, [p.pid for p in alive]
     with pytest.raises(httpx.TransportError):
         httpx.get(url + "/health", timeout=2)
+
+
+def test_admission_bounds_the_queued_work_and_says_when_to_retry() -> None:
+    def infer(batch: list[list[int]]) -> np.ndarray:
+        time.sleep(sum(map(len, batch)) / 2000)  # 2,000 tokens/s
+        return np.zeros((len(batch), 2), dtype=np.float32)
+
+    async def main() -> None:
+        batcher = Batcher(
+            infer, max_tokens=200, max_requests=64, max_wait_ms=0, max_pending=1000, max_queue_seconds=0.5
+        )
+        batcher.start()
+        await batcher.submit([[1] * 100])  # measures the rate
+        assert batcher.tokens_per_second == pytest.approx(2000, rel=0.3)
+        started = time.perf_counter()
+        results = await asyncio.gather(
+            *(batcher.submit([[1] * 100]) for _ in range(40)), return_exceptions=True
+        )
+        refused = [r for r in results if isinstance(r, QueueFullError)]
+        admitted = [r for r in results if isinstance(r, np.ndarray)]
+        assert len(admitted) + len(refused) == 40
+        # 0.5 s of work at 2,000 tokens/s is 1,000 tokens: about ten requests of 100.
+        assert 5 <= len(admitted) <= 14 and refused
+        assert time.perf_counter() - started < 1.5
+        assert all(r.retry_after >= 1 for r in refused)
+        assert batcher.queued_tokens == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+def test_a_request_past_its_deadline_is_dropped_with_an_error() -> None:
+    calls: list[int] = []
+
+    def infer(batch: list[list[int]]) -> np.ndarray:
+        calls.append(len(batch))
+        time.sleep(0.3)
+        return np.zeros((len(batch), 2), dtype=np.float32)
+
+    async def main() -> None:
+        batcher = Batcher(
+            infer, max_tokens=4, max_requests=64, max_wait_ms=0, max_pending=100, deadline_seconds=0.5
+        )
+        batcher.start()
+        with pytest.raises(DeadlineError, match=r"within 0\.5 s"):
+            await batcher.submit([[1, 2, 3, 4]] * 10)  # ten calls of 0.3 s: cannot make it
+        await asyncio.sleep(0.4)
+        assert len(calls) <= 3  # the rest of its work was dropped
+        assert batcher.queued_tokens == 0 and batcher.pending == 0
+        await batcher.stop()
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_requests_cut_by_the_graceful_timeout_get_a_json_503(ref_model_dir: Path) -> None:
+    proc, url = _start_server(ref_model_dir, "--graceful-timeout", "2", "--max-inputs", "10000")
+    texts = [f"sentence {i} about a film that was rather good" for i in range(6000)]  # ~15 s of work
+    result: dict[str, Any] = {}
+
+    def request() -> None:
+        result["response"] = httpx.post(url + "/v1/classify", json={"inputs": texts}, timeout=120)
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    worker.join(60)
+    output = proc.communicate(timeout=60)[0].decode()
+    response = result["response"]
+    body = assert_error(response, 503, "shutting down")
+    assert body["error_type"] == "unavailable" and "retry-after" in response.headers
+    assert proc.returncode in (0, -signal.SIGTERM), output

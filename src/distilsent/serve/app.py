@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -25,7 +26,7 @@ from distilsent._version import __version__
 from distilsent.core.classifier import Classifier, LoadConfig, Prediction
 from distilsent.core.errors import MissingExtraError
 from distilsent.core.text import text_problem
-from distilsent.serve.batching import Batcher, QueueFullError
+from distilsent.serve.batching import Batcher, DeadlineError, QueueFullError
 from distilsent.serve.config import ServeConfig
 from distilsent.serve.middleware import (
     BodyLimitAndLog,
@@ -78,11 +79,40 @@ class _State:
         self.classifier: Classifier | None = None
         self.batcher: Batcher | None = None
         self.ready = False
+        self.initial_rate: float | None = None
+        """Tokens/s of a warm-up batch, the batcher's rate until it has measured its own."""
         self.load_error: str | None = None
         self._tail_tokenizer: Any = None
         # Loading, warm-up and every model call run on this one thread: torch's OpenMP keeps a team of
         # worker threads per calling thread, and two teams would compete for the same cores.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="distilsent-model")
+
+    def shed(self) -> JSONResponse | None:
+        """A 429 when the queued work already exceeds ``max_queue_seconds`` at the measured rate."""
+        batcher = self.batcher
+        if batcher is None:
+            return None
+        wait = batcher.queue_seconds()
+        if wait is None or wait <= self.serve.max_queue_seconds:
+            return None
+        return error_response(
+            429,
+            f"server busy: {wait:.1f} s of work is queued (the limit is {self.serve.max_queue_seconds:g} s); "
+            "retry later",
+            "overloaded",
+            {"Retry-After": str(batcher.retry_after())},
+        )
+
+    def begin_shutdown(self) -> None:
+        """SIGTERM arrived: requests still waiting just before the grace period ends get a JSON 503,
+        rather than uvicorn's plain-text 500 when it cuts them at the end."""
+        margin = min(0.5, self.serve.graceful_timeout / 2)
+
+        def cut() -> None:
+            if self.batcher is not None:
+                self.batcher.fail_pending(DeadlineError("the server is shutting down"))
+
+        asyncio.get_running_loop().call_later(max(0.0, self.serve.graceful_timeout - margin), cut)
 
     def tokenizer(self, side: str) -> Any:
         clf = self.require()
@@ -121,6 +151,8 @@ class _State:
             max_pending=self.serve.max_concurrent,
             on_batch=on_batch,
             executor=self.executor,
+            max_queue_seconds=self.serve.max_queue_seconds,
+            deadline_seconds=self.serve.request_timeout,
         )
 
 
@@ -128,6 +160,13 @@ def _load(state: _State, classifier: Classifier | None) -> None:
     try:
         clf = classifier or Classifier(state.load)
         clf.predict(["warm up the model and the allocator"])
+        # A first measure of the model's rate, so admission is bounded from the first request on
+        # (a burst arriving before any model call would otherwise all be admitted).
+        sequence = clf.tokenizer.encode(["a warm-up sentence of about the length of a review " * 2])[0]
+        batch = [sequence] * min(clf.batch_size, 64)
+        began = time.perf_counter()
+        clf.run(batch)
+        state.initial_rate = len(batch) * len(sequence) / max(time.perf_counter() - began, 1e-6)
         state.classifier = clf
     except Exception as e:
         state.load_error = str(e)
@@ -147,11 +186,14 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        loader = asyncio.get_running_loop().run_in_executor(state.executor, _load, state, classifier)
+        loop = asyncio.get_running_loop()
+        loader = loop.run_in_executor(state.executor, _load, state, classifier)
         watcher = asyncio.create_task(_become_ready(state, loader))
+        restore = _on_shutdown_signal(lambda: loop.call_soon_threadsafe(state.begin_shutdown))
         try:
             yield
         finally:
+            restore()
             watcher.cancel()
             if state.batcher is not None:
                 await state.batcher.stop()
@@ -349,9 +391,37 @@ async def _become_ready(state: _State, loader: asyncio.Future[None]) -> None:
             state.on_load_failure()
         return
     state.batcher = state.batcher_for(state.classifier)
+    state.batcher.tokens_per_second = state.initial_rate
     state.batcher.start()
     state.ready = True
     logger.info("ready: %r", state.classifier)
+
+
+def _on_shutdown_signal(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` on SIGTERM/SIGINT, then the handler that was there (uvicorn's, which starts its
+    graceful shutdown); returns what puts the old handlers back. Only the main thread may set handlers:
+    an app run elsewhere gets no callback."""
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        callback()
+        old = previous.get(signum)
+        if callable(old):
+            old(signum, frame)
+
+    try:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+    except ValueError:  # not the main thread
+        pass
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            with contextlib.suppress(ValueError, TypeError):
+                signal.signal(signum, old)
+
+    return restore
 
 
 def _explain_available() -> bool:
@@ -425,8 +495,11 @@ async def _classify(
         logits = await state.batcher.submit(flat)
     except QueueFullError as e:
         raise ServerError(
-            429, f"server busy: {e}; retry shortly", "overloaded", {"Retry-After": "1"}
+            429, f"server busy: {e}; retry later", "overloaded", {"Retry-After": str(e.retry_after)}
         ) from None
+    except DeadlineError as e:
+        retry = {"Retry-After": str(state.batcher.retry_after())}
+        raise ServerError(503, f"request not answered: {e}", "unavailable", retry) from None
     state.metrics.classified(len(texts))
     return clf.from_logits(
         sequences, logits, top_k=top_k, function_to_apply=function, neutral_band=band, long=long

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,11 +19,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Batcher", "QueueFullError"]
+__all__ = ["Batcher", "DeadlineError", "QueueFullError"]
 
 
 class QueueFullError(Exception):
-    """More requests are waiting than the server accepts; the client should retry later."""
+    """More work is waiting than the server accepts; the client should retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineError(Exception):
+    """A request was not answered within its deadline; its remaining work was dropped."""
 
 
 @dataclass(eq=False)
@@ -62,8 +71,16 @@ class Batcher:
         max_pending: int,
         on_batch: Callable[[int, int, float], None] | None = None,
         executor: ThreadPoolExecutor | None = None,
+        max_queue_seconds: float | None = None,
+        deadline_seconds: float | None = None,
     ) -> None:
         self._infer = infer
+        self.max_queue_seconds = max_queue_seconds
+        self.deadline_seconds = deadline_seconds
+        self.queued_tokens = 0
+        """Tokens submitted and not yet sent to the model."""
+        self.tokens_per_second: float | None = None
+        """The model's measured rate (a moving average over calls); None before the first call."""
         self.max_tokens = max_tokens
         self.max_requests = max_requests
         self.max_wait = max_wait_ms / 1000
@@ -92,17 +109,62 @@ class Batcher:
         if self._owns_executor:
             self._executor.shutdown(wait=True)
 
+    def queue_seconds(self, extra_tokens: int = 0) -> float | None:
+        """How long the queued tokens (plus ``extra_tokens``) take at the measured rate; None before
+        the first model call."""
+        if not self.tokens_per_second:
+            return None
+        return (self.queued_tokens + extra_tokens) / self.tokens_per_second
+
     async def submit(self, sequences: Sequence[list[int]]) -> np.ndarray:
-        """Logits for ``sequences``, in order, once the batcher has run them."""
+        """Logits for ``sequences``, in order, once the batcher has run them.
+
+        Refused (``QueueFullError``) when ``max_pending`` requests wait already, or when the queued
+        tokens and these would take the model longer than ``max_queue_seconds`` at its measured rate;
+        ``DeadlineError`` when not answered within ``deadline_seconds``.
+        """
         if self._task is None or self._task.done():
             raise RuntimeError("the batcher is not running")
         if len(self._queue) >= self.max_pending:
-            raise QueueFullError(f"{len(self._queue)} requests are already waiting")
+            raise QueueFullError(f"{len(self._queue)} requests are already waiting", self.retry_after())
+        tokens = sum(map(len, sequences))
+        wait = self.queue_seconds(tokens)
+        # A request is always admitted into an empty queue, however large: it could never be otherwise.
+        limit = self.max_queue_seconds
+        if limit is not None and wait is not None and self.queued_tokens and wait > limit:
+            raise QueueFullError(
+                f"{self.queued_tokens:,} tokens are queued, {wait:.1f} s of work with this request "
+                f"(the limit is {limit:g} s)",
+                self.retry_after(tokens),
+            )
         job = _Job(list(sequences), asyncio.get_running_loop().create_future())
         job.logits = [None] * len(job.sequences)
         self._queue.append(job)
+        self.queued_tokens += tokens
         self._wakeup.set()
-        return await job.future
+        if self.deadline_seconds is None:
+            return await job.future
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self.deadline_seconds)
+        except TimeoutError:
+            job.future.cancel()  # the batcher drops what is left of it
+            raise DeadlineError(
+                f"not answered within {self.deadline_seconds:g} s (the server is overloaded)"
+            ) from None
+
+    def fail_pending(self, error: Exception) -> None:
+        """Answer every waiting request with ``error`` now (their remaining work is dropped)."""
+        for job in self._queue:
+            if not job.future.done():
+                job.future.set_exception(error)
+        self._drop_finished()
+
+    def retry_after(self, tokens: int = 0) -> int:
+        """Seconds until the queue has drained enough to admit ``tokens`` more, at the measured rate."""
+        wait = self.queue_seconds(tokens)
+        if wait is None:
+            return 1
+        return max(1, math.ceil(wait - (self.max_queue_seconds or 0)))
 
     def _pack(self) -> list[tuple[_Job, int, int]]:
         """Slices ``(job, start, end)`` of waiting jobs to run next: a fair share each, then leftovers."""
@@ -144,8 +206,9 @@ class Batcher:
             if not slices:
                 self._drop_finished()
                 continue
-            for job, _, end in slices:
+            for job, start, end in slices:
                 job.next = end
+                self.queued_tokens -= sum(len(seq) for seq in job.sequences[start:end])
             batch = [seq for job, start, end in slices for seq in job.sequences[start:end]]
             began = time.perf_counter()
             try:
@@ -157,6 +220,10 @@ class Batcher:
                 self._drop_finished()
                 continue
             seconds = time.perf_counter() - began
+            rate = sum(map(len, batch)) / max(seconds, 1e-6)
+            self.tokens_per_second = (
+                rate if self.tokens_per_second is None else 0.8 * self.tokens_per_second + 0.2 * rate
+            )
             self.stats.model_calls += 1
             self.stats.sequences += len(batch)
             self.stats.batch_sizes.append(len(batch))
@@ -175,4 +242,7 @@ class Batcher:
     def _drop_finished(self) -> None:
         # Finished and cancelled (client went away) jobs leave the queue; order of the rest is kept.
         if any(job.future.done() for job in self._queue):
+            for job in self._queue:
+                if job.future.done():  # a cancelled job's unsent tokens leave the count
+                    self.queued_tokens -= sum(len(seq) for seq in job.sequences[job.next :])
             self._queue = collections.deque(job for job in self._queue if not job.future.done())

@@ -32,6 +32,13 @@ class ServeConfig(Config):
     """How long a request may wait for others to share its model call."""
     max_concurrent: int = 512
     """Most requests waiting at once; more are answered 429 with Retry-After."""
+    max_queue_seconds: float = 0.5
+    """Admit a request only if the tokens already queued and its own would be through the model
+    within this many seconds at its measured rate; else 429 with the estimated drain time as
+    Retry-After. Bounds what an admitted request waits however many clients there are."""
+    request_timeout: float = 30.0
+    """A request not answered within this many seconds gets 503 with Retry-After, and its remaining
+    work is dropped."""
     max_input_chars: int = 100_000
     """Longest text accepted, in characters; longer ones are answered 422."""
     max_inputs: int = 1024
@@ -59,6 +66,8 @@ class ServeConfig(Config):
             raise InvalidInputError(f"max_body_bytes must be at least 1024, got {self.max_body_bytes}")
         if self.max_wait_ms < 0:
             raise InvalidInputError(f"max_wait_ms must be 0 or more, got {self.max_wait_ms}")
+        if self.max_queue_seconds <= 0 or self.request_timeout <= 0:
+            raise InvalidInputError("max_queue_seconds and request_timeout must be more than 0 seconds")
         if self.graceful_timeout < 0:
             raise InvalidInputError(f"graceful_timeout must be 0 or more, got {self.graceful_timeout}")
         if any(not k.strip() for k in self.api_keys):

@@ -204,6 +204,14 @@ class BodyLimitAndLog:
                 *((k, v) for k, v in scope["headers"] if k != b"content-type"),
                 (b"content-type", b"application/json"),
             ]
+        if scope["method"] == "POST" and (busy := self.state.shed()) is not None:
+            # The queue already holds more work than the wait allowed: answer before reading, parsing
+            # and tokenizing the body, which under overload would take the CPU the model needs.
+            try:
+                await busy(scope, receive, send_wrapper)
+            finally:
+                self._record(scope, status["code"], time.perf_counter() - began)
+            return
         too_big = False
         with contextlib.suppress(ValueError):
             too_big = int(headers.get(b"content-length", b"0")) > limit
