@@ -406,3 +406,45 @@ def test_workers_die_with_a_parent_killed_with_sigkill(tmp_path: Path, tiny_mode
     proc.wait()
     _, alive = psutil.wait_procs(workers, timeout=10)
     assert not alive, [p.pid for p in alive]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("source", "kill_at"), [("in.jsonl", 1), ("in.jsonl", 12_000), ("in.csv", 6_000), ("in.parquet", 9_000)]
+)
+def test_kill_9_matrix_with_bad_rows_is_exactly_once(
+    tmp_path: Path, tiny_model_dir: Path, source: str, kill_at: int
+) -> None:
+    """kill -9 at a chosen point (rows committed), then --resume: every good row once, in order, and
+    every bad row once in the errors file."""
+    n = 20_000
+    words = ["good", "bad", "film", "plot", "dull", "great"]
+    rows = [
+        {"id": str(i), "text": "" if i % 997 == 0 else " ".join(words[(i + k) % 6] for k in range(3 + i % 7))}
+        for i in range(n)
+    ]
+    src = write_input(tmp_path / source, rows)
+    out = tmp_path / "out.jsonl"
+    manifest = tmp_path / "out.jsonl.parts" / "manifest.json"
+    cmd = [sys.executable, "-m", "distilsent", "batch", str(src), str(out), "--model", str(tiny_model_dir)]
+    cmd += ["--device", "cpu", "--chunk-rows", "1000", "--no-progress"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        try:
+            if json.loads(manifest.read_text())["rows_done"] >= kill_at:
+                break
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    done = subprocess.run([*cmd, "--resume"], capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stderr.decode()
+    bad = {str(i) for i in range(0, n, 997)}
+    assert [r["id"] for r in read_output(out)] == [str(i) for i in range(n) if str(i) not in bad]
+    errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
+    assert len(errors) == len(bad) and {str(e["id"]) for e in errors} == bad

@@ -185,3 +185,48 @@ def test_update_refuses_a_different_or_wholly_changed_model(tiny_model: Path, tm
     save_file({k: v for k, v in weights.items() if k != "classifier.bias"}, other / "model.safetensors")
     with pytest.raises(distilsent.ModelFormatError, match="not an update"):
         models.write_update(other, tiny_model / "model.safetensors", tmp_path / "out")
+
+
+class _Planted:
+    """Unpickling this runs ``touch`` on a marker file: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("layout", ["pickle only", "index naming a pickle shard", "pickle beside onnx"])
+def test_a_planted_pickle_is_never_run_without_the_opt_in(
+    tiny_model: Path, tmp_path: Path, layout: str
+) -> None:
+    import json
+    import pickle
+
+    from distilsent.cli import main
+
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_Planted(marker))
+    if layout == "index naming a pickle shard":
+        (tiny_model / "model-00002-of-00002.bin").write_bytes(payload)
+        index = {"metadata": {}, "weight_map": {"classifier.bias": "model-00002-of-00002.bin"}}
+        (tiny_model / "model.safetensors.index.json").write_text(json.dumps(index))
+        (tiny_model / "model.safetensors").unlink()
+    else:
+        (tiny_model / "model.safetensors").unlink()
+        (tiny_model / "pytorch_model.bin").write_bytes(payload)
+        if layout == "pickle beside onnx":
+            (tiny_model / "model.onnx").write_bytes(b"placeholder")
+    for backend in ("auto", "torch", "onnx"):
+        with pytest.raises(distilsent.UnsafeCheckpointError):
+            distilsent.load(tiny_model, backend=backend, device="cpu")
+    for argv in (
+        ["info", "--model", str(tiny_model)],
+        ["classify", "--model", str(tiny_model), "good"],
+        ["export", str(tiny_model), "--output", str(tmp_path / "onnx")],
+    ):
+        assert main(argv) == 2
+    assert not marker.exists()
