@@ -448,3 +448,28 @@ def test_kill_9_matrix_with_bad_rows_is_exactly_once(
     assert [r["id"] for r in read_output(out)] == [str(i) for i in range(n) if str(i) not in bad]
     errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
     assert len(errors) == len(bad) and {str(e["id"]) for e in errors} == bad
+
+
+def test_ray_workers_leave_a_cpu_for_reading(caplog: pytest.LogCaptureFixture) -> None:
+    pytest.importorskip("ray")
+    from distilsent.batch.ray_engine import _usable_workers
+
+    assert _usable_workers(1, 2.0) == 1 and _usable_workers(3, 8.0) == 3
+    with caplog.at_level("WARNING"):
+        assert _usable_workers(4, 2.0) == 1  # the docs' example on a 2-core machine hung before
+    assert "clamped to 1" in caplog.text
+    assert _usable_workers(2, 1.0) == 1  # one CPU: one actor, reading shares it
+
+
+@pytest.mark.slow
+def test_ray_with_more_workers_than_cpus_finishes(tmp_path: Path, tiny_model_dir: Path) -> None:
+    pytest.importorskip("ray")
+    src = write_input(tmp_path / "in.jsonl", [{"text": f"{t} {i}"} for i, t in enumerate(TEXTS)])
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    workers = (os.cpu_count() or 2) + 2
+    summary = run_batch(config(tmp_path, src, "out.tsv", engine="ray", workers=workers, chunk_rows=8), load)
+    assert summary.rows_out == len(TEXTS)
+    header = (
+        next(p for p in sorted((tmp_path / "out.tsv").iterdir()) if p.is_file()).read_text().splitlines()[0]
+    )
+    assert header.replace('"', "").split("\t")[:3] == ["row", "label", "score"]  # tab-separated

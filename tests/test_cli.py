@@ -77,16 +77,33 @@ def test_classify_jsonl_keeps_ids(tiny_model_dir: Path, stdin, tiny_classifier, 
         (b'{"text": "good"}\n{"txt": "good"}\n', "jsonl", 'stdin line 2: "text" is missing'),
     ],
 )
-def test_bad_stdin_line_stops_with_its_number(
+def test_bad_stdin_line_gets_an_error_row_or_stops_with_strict(
     tiny_model_dir: Path, stdin, capsys, data, fmt, message
 ) -> None:
     stdin(data)
     code, out, err = run(["classify", "-m", str(tiny_model_dir), "--input-format", fmt], capsys)
+    assert code == 0 and "Traceback" not in err
+    rows = out.splitlines()
+    assert len(rows) == len(data.splitlines())  # one output line per input line, in place
+    assert rows[1].startswith("ERROR\t\t") and message in rows[1]
+    assert message in err and "wrote error rows for 1 invalid lines: 2" in err
+    stdin(data)
+    code, out, err = run(["classify", "-m", str(tiny_model_dir), "--input-format", fmt, "--strict"], capsys)
     assert code == 2
-    assert message in err and "--skip-invalid" in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert message in err and "--strict" in err
+    assert len(err.strip().splitlines()) == 1
     # Lines before the bad one are still classified: nothing silently lost.
     assert len(out.splitlines()) == 1
+
+
+def test_blank_lines_keep_rows_aligned_and_dash_means_stdin(tiny_model_dir: Path, stdin, capsys) -> None:
+    stdin(b"good film\n\nbad plot\n")
+    code, out, err = run(["classify", "-m", str(tiny_model_dir), "-", "--json"], capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert len(rows) == 3 and rows[1] == {"error": "stdin line 2: empty text"}
+    assert {"label", "score"} <= set(rows[0]) and {"label", "score"} <= set(rows[2])
+    assert "stdin line 2" in err
 
 
 def test_skip_invalid_reports_every_skipped_line(tiny_model_dir: Path, stdin, capsys) -> None:

@@ -85,25 +85,29 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def _stdin_records(
-    fmt: str, skip_invalid: bool, skipped: list[int], failed: list[DataError]
-) -> Iterator[tuple[Any, str]]:
-    """(id, text) for each usable stdin line.
+    fmt: str, mode: str, skipped: list[int], failed: list[DataError]
+) -> Iterator[tuple[Any, str | None, str | None]]:
+    """(id, text, None) for each usable stdin line, (None, None, reason) for one that is not.
 
-    A bad line is reported and skipped with ``skip_invalid``; otherwise it ends the stream and is
-    left in ``failed``, so that the lines before it are still classified and printed.
+    ``mode`` decides what a bad line does: "row" yields it (the output gets an error row in its
+    place, so output lines stay aligned with input lines), "skip" reports and drops it, "stop" ends
+    the stream and leaves the error in ``failed``, so that the lines before it are still printed.
     """
     for number, raw in enumerate(sys.stdin.buffer, 1):
         try:
             record = _parse_line(raw, fmt)
         except DataError as e:
-            if not skip_invalid:
-                failed.append(DataError(f"stdin line {number}: {e} (pass --skip-invalid to skip such lines)"))
+            reason = f"stdin line {number}: {e}"
+            if mode == "stop":
+                failed.append(DataError(f"{reason} (--strict stops at the first such line)"))
                 return
-            print(f"distilsent: skipped stdin line {number}: {e}", file=sys.stderr)
+            print(f"distilsent: {'skipped' if mode == 'skip' else 'error row for'} {reason}", file=sys.stderr)
             skipped.append(number)
+            if mode == "row":
+                yield None, None, reason
             continue
         if record is not None:
-            yield record
+            yield (*record, None)
 
 
 def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
@@ -143,48 +147,57 @@ def _progress(enabled: bool) -> Any:
 def cmd_classify(args: argparse.Namespace) -> int:
     from distilsent.core.classifier import Classifier, LoadConfig
 
-    for i, text in enumerate(args.texts, 1):
-        if not text.strip():
-            raise DataError(f"TEXT argument {i} is empty")
-    if not args.texts and sys.stdin.isatty():
-        raise DataError("no input: give TEXT arguments or pipe one text per line on stdin")
+    from_stdin = not args.texts or args.texts == ["-"]
+    if not from_stdin:
+        for i, text in enumerate(args.texts, 1):
+            if not text.strip():
+                raise DataError(f"TEXT argument {i} is empty")
+    if from_stdin and sys.stdin.isatty():
+        raise DataError("no input: give TEXT arguments, or pipe one text per line on stdin (or '-')")
     clf = Classifier(config_from_args(LoadConfig, args))
     skipped: list[int] = []
     failed: list[DataError] = []
-    records: Iterator[tuple[Any, str]] = (
-        ((None, t) for t in args.texts)
-        if args.texts
-        else _stdin_records(args.input_format, args.skip_invalid, skipped, failed)
+    mode = "stop" if args.strict else "skip" if args.skip_invalid else "row"
+    records: Iterator[tuple[Any, str | None, str | None]] = (
+        _stdin_records(args.input_format, mode, skipped, failed)
+        if from_stdin
+        else ((None, t, None) for t in args.texts)
     )
-    show = (
-        sys.stdout.isatty() and sys.stderr.isatty() and (not args.texts or len(args.texts) >= _PROGRESS_MIN)
-    )
+    show = sys.stdout.isatty() and sys.stderr.isatty() and (from_stdin or len(args.texts) >= _PROGRESS_MIN)
     seen = 0
     with _progress(show) as bar:
-        task = bar.add_task("classify", total=len(args.texts) or None) if bar else None
+        task = bar.add_task("classify", total=None if from_stdin else len(args.texts)) if bar else None
         while chunk := list(itertools.islice(records, _CHUNK)):
-            preds = clf.predict(
-                [text for _, text in chunk], top_k=args.top_k, function_to_apply=args.function_to_apply
+            texts = [text for _, text, error in chunk if error is None]
+            preds = iter(
+                clf.predict(texts, top_k=args.top_k, function_to_apply=args.function_to_apply)
+                if texts
+                else []
             )
             lines = []
-            for (rid, text), pred in zip(chunk, preds):
+            for rid, text, error in chunk:
+                if error is not None:
+                    lines.append(json.dumps({"error": error}) if args.json else f"ERROR\t\t{error}")
+                    continue
+                pred = next(preds)
                 if args.json:
                     obj = pred.to_dict() if rid is None else {"id": rid, **pred.to_dict()}
                     lines.append(json.dumps(obj, ensure_ascii=False))
                 else:
-                    flat = " ".join(text.split())
+                    flat = " ".join(text.split())  # type: ignore[union-attr]
                     lines.append(f"{pred.label}\t{pred.score:.3f}\t{flat}")
             sys.stdout.write("\n".join(lines) + "\n")
             sys.stdout.flush()
-            seen += len(chunk)
+            seen += len(texts)
             if bar:
                 bar.advance(task, len(chunk))
     if failed:
         raise failed[0]
     if skipped:
         shown = ", ".join(map(str, skipped[:20])) + (" …" if len(skipped) > 20 else "")
+        what = "skipped" if mode == "skip" else "wrote error rows for"
         print(
-            f"distilsent: classified {seen} texts, skipped {len(skipped)} invalid lines: {shown}",
+            f"distilsent: classified {seen} texts, {what} {len(skipped)} invalid lines: {shown}",
             file=sys.stderr,
         )
     elif seen == 0:
@@ -437,7 +450,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("classify", help="classify texts given as arguments or on stdin")
     p.add_argument(
-        "texts", nargs="*", metavar="TEXT", help="texts to classify; none = read stdin, one per line"
+        "texts",
+        nargs="*",
+        metavar="TEXT",
+        help="texts to classify; none or '-' = read stdin, one per line (a line that cannot be "
+        "classified gets an ERROR row in its place, so output lines match input lines)",
     )
     add_config_arguments(p, LoadConfig)
     p.add_argument(
@@ -447,10 +464,17 @@ def _build_parser() -> argparse.ArgumentParser:
         help='stdin format: one text per line, or JSON objects with a "text" (and optional "id") field',
     )
     p.add_argument("--json", action="store_true", help="print one JSON object per input instead of TSV")
-    p.add_argument(
+    invalid = p.add_mutually_exclusive_group()
+    invalid.add_argument(
         "--skip-invalid",
         action="store_true",
-        help="skip (and report on stderr) stdin lines that cannot be classified instead of stopping",
+        help="drop stdin lines that cannot be classified (reported on stderr) instead of writing an "
+        "error row in their place",
+    )
+    invalid.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first stdin line that cannot be classified (exit 2)",
     )
     p.add_argument("--top-k", type=int, default=None, help="keep only the K most likely labels in scores")
     p.add_argument(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -14,6 +15,8 @@ from distilsent.core.errors import DataError, MissingExtraError
 from distilsent.formats import EXTENSIONS
 
 __all__ = ["run_ray"]
+
+logger = logging.getLogger(__name__)
 
 # Ray --------------------------------------------------------------------------------------------------
 
@@ -37,6 +40,21 @@ class _RayScorer:
             batch[label] = [by_row[i].scores[label] if i in by_row else None for i in range(len(batch))]
         batch["error"] = [error or "" for _, error in checked]
         return batch
+
+
+def _usable_workers(asked: int, cluster_cpus: float) -> int:
+    """The actors to start: each holds one CPU for its whole life, and the read tasks need one more,
+    or the job waits forever (seen with ``--workers 4`` on a 2-core machine)."""
+    usable = max(1, int(cluster_cpus) - 1)
+    if asked > usable:
+        logger.warning(
+            "--workers %d clamped to %d: the cluster has %g CPUs, and one must stay free for reading",
+            asked,
+            usable,
+            cluster_cpus,
+        )
+        return usable
+    return asked
 
 
 def run_ray(config: BatchConfig, load: LoadConfig) -> BatchSummary:
@@ -84,13 +102,14 @@ def run_ray(config: BatchConfig, load: LoadConfig) -> BatchSummary:
             ds = ds.zip(ray.data.range(ds.count()).rename_columns({"id": ROW_COLUMN}))
             id_column = ROW_COLUMN
         ds = ds.select_columns(list(dict.fromkeys([id_column, text_column, *keep])))
-        threads = load.threads or max(1, available_threads() // config.workers)
+        workers = _usable_workers(config.workers, ray.cluster_resources().get("CPU", 1))
+        threads = load.threads or max(1, available_threads() // workers)
         scored = ds.map_batches(
             _RayScorer,
             fn_constructor_args=({**load.to_dict(), "threads": threads}, text_column),
             batch_size=config.chunk_rows,
             batch_format="pandas",
-            concurrency=config.workers,
+            compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,  # the torch threads are set separately; more would starve the read tasks
         )
         out_fmt = EXTENSIONS.get(output.suffix.lower(), "parquet") if output.suffix else "parquet"
@@ -98,7 +117,10 @@ def run_ray(config: BatchConfig, load: LoadConfig) -> BatchSummary:
         if out_fmt == "jsonl":
             scored.write_json(target)
         elif out_fmt == "tsv":
-            scored.write_csv(target, write_options=pacsv.WriteOptions(delimiter="\t"))
+            # WriteOptions cannot be pickled to the write tasks: each builds its own.
+            scored.write_csv(
+                target, arrow_csv_args_fn=lambda: {"write_options": pacsv.WriteOptions(delimiter="\t")}
+            )
         elif out_fmt == "csv":
             scored.write_csv(target)
         else:
