@@ -7,7 +7,7 @@ import pytest
 
 import distilsent
 from distilsent import LoadConfig, Prediction
-from helpers import SCORE_ABS
+from helpers import SCORE_ABS, approx_scores
 
 
 def test_predict_one_text_returns_one_prediction(tiny_classifier) -> None:
@@ -235,3 +235,25 @@ def test_dtype_is_checked_and_reported(tiny_model_dir: Path) -> None:
     clf = distilsent.load(tiny_model_dir, device="cpu", dtype="bf16")
     assert clf.info()["dtype"] == "bfloat16"
     assert clf.predict("good film").label in clf.labels
+
+
+def test_text_pairs_match_the_transformers_pipeline(tiny_model_dir: Path, tiny_classifier) -> None:
+    import torch
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    pairs = [("good film", "bad plot"), ("fun", "the story was awful " * 60), ("great actors " * 70, "dull")]
+    expected = [
+        pipe({"text": a, "text_pair": b}, truncation=True, max_length=128, top_k=None) for a, b in pairs
+    ]
+    got = tiny_classifier.predict(pairs)
+    assert len(got) == 3
+    for pred, want in zip(got, expected, strict=True):
+        assert pred.scores == approx_scores({e["label"]: e["score"] for e in want})
+    one = tiny_classifier.predict(pairs[0])
+    assert isinstance(one, distilsent.Prediction) and one.scores == approx_scores(got[0].scores)
+    assert tiny_classifier.predict_pairs([]) == []
+    with pytest.raises(ValueError, match=r"texts\[1\]\[0\] is empty"):
+        tiny_classifier.predict([("a", "b"), ("", "c")])
+    with pytest.raises(TypeError, match=r"texts\[0\] is tuple, not a string"):
+        tiny_classifier.predict([("a", "b", "c")])  # not a pair: read as a list of texts

@@ -152,28 +152,90 @@ def test_a_neutral_band_on_a_three_label_model_is_refused(tmp_path: Path) -> Non
 def test_tei_predict_shape(classifier: distilsent.Classifier, tiny_model_dir: Path) -> None:
     probs = classifier.predict_proba(TEXTS)
     logits = classifier.logits(TEXTS)
+    pair = classifier.predict(("a wonderful film", "dull and far too long"))
     long_text = "the start is great " + "filler " * 300 + "the end is awful"
+    head = classifier.predict(long_text)
     tail = distilsent.load(tiny_model_dir, device="cpu", truncation_side="tail").predict(long_text)
+
+    def scores(entries: list[dict[str, Any]]) -> dict[str, float]:
+        assert [e["score"] for e in entries] == sorted((e["score"] for e in entries), reverse=True)
+        return {e["label"]: e["score"] for e in entries}
 
     async def scenario(client: httpx.AsyncClient, state: Any) -> None:
         r = await client.post("/predict", json={"inputs": TEXTS[0]})
-        assert r.status_code == 200
-        body = r.json()
-        assert [e["score"] for e in body] == sorted((e["score"] for e in body), reverse=True)
-        assert {e["label"]: e["score"] for e in body} == approx_scores(dict(zip(classifier.labels, probs[0])))
-        r = await client.post("/predict", json={"inputs": TEXTS, "raw_scores": True})
-        for row, expected in zip(r.json(), logits):
-            assert {e["label"]: e["score"] for e in row} == approx_scores(
-                dict(zip(classifier.labels, expected))
-            )
-        # TEI refuses texts longer than the model unless asked to truncate.
-        assert_error(await client.post("/predict", json={"inputs": long_text}), 413, "truncate")
+        assert scores(r.json()) == approx_scores(dict(zip(classifier.labels, probs[0])))
+        # TEI's batch is a list of lists; a list of two strings is one pair.
+        r = await client.post("/predict", json={"inputs": [[t] for t in TEXTS], "raw_scores": True})
+        for row, expected in zip(r.json(), logits, strict=True):
+            assert scores(row) == approx_scores(dict(zip(classifier.labels, expected)))
+        r = await client.post("/predict", json={"inputs": ["a wonderful film", "dull and far too long"]})
+        assert scores(r.json()) == approx_scores(pair.scores)
         r = await client.post(
-            "/predict", json={"inputs": long_text, "truncate": True, "truncation_direction": "Left"}
+            "/predict", json={"inputs": [["a wonderful film", "dull and far too long"], [TEXTS[1]]]}
         )
-        assert {e["label"]: e["score"] for e in r.json()} == approx_scores(tail.scores)
+        assert [scores(row) for row in r.json()] == [
+            approx_scores(pair.scores),
+            approx_scores(dict(zip(classifier.labels, probs[1]))),
+        ]
+        assert_error(await client.post("/predict", json={"inputs": TEXTS}), 422, "one text pair")
+        assert_error(await client.post("/predict", json={"inputs": []}), 400, "empty")
+        # Truncation as in TEI >= 1.9: on unless truncate=false, which refuses with 422.
+        assert scores((await client.post("/predict", json={"inputs": long_text})).json()) == approx_scores(
+            head.scores
+        )
+        assert_error(
+            await client.post("/predict", json={"inputs": long_text, "truncate": False}), 422, "truncate"
+        )
+        r = await client.post("/predict", json={"inputs": long_text, "truncation_direction": "Left"})
+        assert scores(r.json()) == approx_scores(tail.scores)
+        # Unknown fields are ignored, as TEI does; /invocations is the same route.
+        r = await client.post("/invocations", json={"inputs": TEXTS[0], "normalize": True})
+        assert scores(r.json()) == approx_scores(dict(zip(classifier.labels, probs[0])))
 
     run_app(scenario, classifier)
+
+
+def test_tei_info_tokenize_decode_health(classifier: distilsent.Classifier) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        info = (await client.get("/info")).json()
+        assert info["model_type"]["classifier"]["id2label"] == {"0": "NEGATIVE", "1": "POSITIVE"}
+        assert info["max_input_length"] == 128 and info["auto_truncate"] is True
+        assert info["max_client_batch_size"] == 1024 and info["distilsent"]["labels"] == classifier.labels
+        tokens = (await client.post("/tokenize", json={"inputs": "good film"})).json()
+        assert [t["text"] for t in tokens[0]] == classifier.tokenizer.encodings(["good film"])[0].tokens
+        assert tokens[0][0] == {
+            "id": classifier.tokenizer.cls_id,
+            "text": "[CLS]",
+            "special": True,
+            "start": None,
+            "stop": None,
+        }
+        assert tokens[0][-2]["start"] == 5 and tokens[0][-2]["stop"] == 9
+        plain = (
+            await client.post("/tokenize", json={"inputs": ["good film"], "add_special_tokens": False})
+        ).json()
+        assert [t["id"] for t in plain[0]] == [t["id"] for t in tokens[0][1:-1]]
+        ids = [t["id"] for t in tokens[0]]
+        assert (await client.post("/decode", json={"ids": ids})).json() == ["good film"]
+        assert (await client.post("/decode", json={"ids": [ids, ids[1:3]]})).json()[0] == "good film"
+        assert_error(await client.post("/decode", json={"ids": [10**9]}), 422, "not a token id")
+        for path in ("/health", "/ping", "/live", "/ready"):
+            assert (await client.get(path)).status_code == 200
+
+    run_app(scenario, classifier)
+
+
+def test_health_and_ping_say_503_until_the_model_is_ready(tmp_path: Path) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        for _ in range(200):
+            if state.load_error:
+                break
+            await asyncio.sleep(0.02)
+        for path in ("/health", "/ping", "/ready"):
+            assert_error(await client.get(path), 503, "failed to load")
+        assert (await client.get("/live")).status_code == 200
+
+    run_app(scenario, None, wait_ready=False, load=distilsent.LoadConfig(model=str(tmp_path / "missing")))
 
 
 def test_hugging_face_inference_shape(classifier: distilsent.Classifier) -> None:
@@ -200,7 +262,7 @@ def test_explain_endpoint(classifier: distilsent.Classifier) -> None:
         assert body["label"] == expected.label
         assert_error(await client.post("/v1/explain", json={"inputs": "x", "target": "MAYBE"}), 422, "target")
         assert_error(await client.post("/v1/explain", json={"inputs": ""}), 422, "empty")
-        assert (await client.get("/info")).json()["explain"] is True
+        assert (await client.get("/info")).json()["distilsent"]["explain"] is True
 
     run_app(scenario, classifier)
 
@@ -218,7 +280,10 @@ def test_every_input_error_is_json_naming_the_field(classifier: distilsent.Class
         assert_error(await post("/v1/classify", json={"inputs": "x", "top_k": 0}), 422, "top_k")
         assert_error(await post("/v1/classify", json={"inputs": "x", "long": "all"}), 422, "long")
         assert_error(await post("/v1/classify", json={"inputs": "x", "truncate": "no"}), 422, "truncate")
-        assert_error(await post("/predict", json={"inputs": [["a", "b"]]}), 422, "inputs")
+        assert_error(
+            await post("/predict", json={"inputs": [["a", "b", "c"]]}), 422, "inputs[0]", "3 strings"
+        )
+        assert_error(await post("/predict", json={"inputs": [["fine"], [" "]]}), 422, "inputs[1]", "empty")
         assert_error(await post("/", json={"inputs": "x", "parameters": {"top_k": "all"}}), 422, "top_k")
         body = json.dumps({"inputs": "z" * 2000})
         assert_error(await post("/v1/classify", content=body), 413, "larger than 1024 bytes")
@@ -258,8 +323,9 @@ def test_not_ready_is_503_until_the_model_is_warm(classifier: distilsent.Classif
     classifier.predict = blocked  # type: ignore[method-assign]
 
     async def scenario(client: httpx.AsyncClient, state: Any) -> None:
-        assert (await client.get("/health")).status_code == 200
+        assert (await client.get("/live")).status_code == 200
         assert_error(await client.get("/ready"), 503, "loading")
+        assert_error(await client.get("/health"), 503, "loading")  # TEI: healthy means it answers
         r = await client.post("/v1/classify", json={"inputs": "x"})
         assert_error(r, 503, "loading")
         assert r.headers["retry-after"]
@@ -345,7 +411,8 @@ def test_metrics_info_and_openapi(classifier: distilsent.Classifier) -> None:
         assert "distilsent_queue_depth 0.0" in text
         assert "distilsent_texts_per_second" in text
         info = (await client.get("/info")).json()
-        assert info["labels"] == classifier.labels and info["limits"]["max_inputs"] == 1024
+        mine = info["distilsent"]
+        assert mine["labels"] == classifier.labels and mine["limits"]["max_inputs"] == 1024
         spec = (await client.get("/openapi.json")).json()
         assert {"/v1/classify", "/predict", "/", "/health", "/ready", "/metrics", "/info"} <= set(
             spec["paths"]

@@ -91,11 +91,18 @@ unicode_texts = st.lists(
 def test_generated_unicode_is_200_or_422_on_every_route(server_url: str, texts: list[str]) -> None:
     import json
 
-    # json.dumps escapes a lone surrogate as \\ud800, which is what a client can send.
-    body = json.dumps({"inputs": texts}).encode()
+    # json.dumps escapes a lone surrogate as \\ud800, which is what a client can send. /predict takes
+    # TEI's batch shape, a list of one-text lists.
+    bodies = {
+        "/v1/classify": {"inputs": texts},
+        "/predict": {"inputs": [[t] for t in texts]},
+        "/": {"inputs": texts},
+    }
     with httpx.Client(base_url=server_url, timeout=30) as client:
-        for route in ("/v1/classify", "/predict", "/"):
-            response = client.post(route, content=body, headers={"content-type": "application/json"})
+        for route, body in bodies.items():
+            response = client.post(
+                route, content=json.dumps(body).encode(), headers={"content-type": "application/json"}
+            )
             assert response.status_code in (200, 422), (route, texts, response.text[:300])
             if response.status_code == 200:
                 assert len(response.json()) == len(texts)

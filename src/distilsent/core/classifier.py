@@ -35,7 +35,7 @@ from distilsent.core.postprocess import (
     apply_function,
     parse_band,
 )
-from distilsent.core.text import check_texts
+from distilsent.core.text import as_pairs, check_pairs, check_texts
 from distilsent.core.tokenization import TextTokenizer, TokenBatch
 
 __all__ = ["Classifier", "LoadConfig", "Prediction", "load"]
@@ -334,6 +334,14 @@ class Classifier:
             if not texts.strip():
                 raise InvalidInputError("text is empty or only whitespace")
             return self.predict([texts], top_k=top_k, function_to_apply=function_to_apply)[0]
+        pairs = as_pairs(texts)
+        if pairs is not None:
+            preds = self.predict_pairs(pairs, top_k=top_k, function_to_apply=function_to_apply)  # type: ignore[arg-type]
+            return (
+                preds[0]
+                if isinstance(texts, tuple) and len(texts) == 2 and isinstance(texts[0], str)
+                else preds
+            )
         if not isinstance(texts, Sequence):
             raise InvalidTypeError(
                 f"texts must be a str or a list of str, not {type(texts).__name__}; "
@@ -341,6 +349,24 @@ class Classifier:
             )
         function = self.check_options(top_k, function_to_apply)
         return self._to_predictions(*self._scores(check_texts(texts), function, on_progress), top_k)
+
+    def predict_pairs(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        *,
+        top_k: int | None = None,
+        function_to_apply: str | None = None,
+    ) -> list[Prediction]:
+        """Classify ``(text, text_pair)`` pairs, as the pipeline does for ``{"text", "text_pair"}``:
+        one ``[CLS] a [SEP] b [SEP]`` sequence each, the longer side truncated first. ``predict``
+        takes pairs too: ``predict(("a", "b"))`` or ``predict([("a", "b"), ...])``."""
+        function = self.check_options(top_k, function_to_apply)
+        checked = check_pairs(pairs)
+        if not checked:
+            return []
+        unique = list(dict.fromkeys(checked))
+        logits = _expand(checked, unique, self.run(self.tokenizer.encode_pairs(unique)))  # type: ignore[arg-type]
+        return self._to_predictions(self._calibrated(logits, function), None, top_k)
 
     def predict_iter(
         self,

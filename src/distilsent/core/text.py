@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from distilsent.core.errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["check_texts", "encodable", "text_problem"]
+__all__ = ["as_pairs", "check_pairs", "check_texts", "encodable", "text_problem"]
 
 
 def encodable(value: str) -> bool:
@@ -52,3 +52,33 @@ def check_texts(texts: Sequence[object], offset: int = 0) -> list[str]:
             error = InvalidInputError if isinstance(text, str) else InvalidTypeError
             raise error(f"texts[{offset + i}] {problem}")
     return list(texts)  # type: ignore[arg-type]
+
+
+def as_pairs(value: object) -> list[tuple[object, object]] | None:
+    """``value`` as a list of text pairs when it is one (a 2-tuple of texts, or a list of 2-tuples or
+    2-lists), else None: what tells ``predict`` that it was given pairs."""
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        return [value]
+    if (
+        isinstance(value, (list, tuple))
+        and value
+        and all(isinstance(v, (tuple, list)) and len(v) == 2 for v in value)
+    ):
+        return [tuple(v) for v in value]  # type: ignore[misc]
+    return None
+
+
+def check_pairs(pairs: Sequence[Sequence[object]], offset: int = 0) -> list[tuple[str, str]]:
+    """``pairs`` as ``(text, text_pair)`` tuples, or an error naming the first bad one
+    (``texts[2] has 3 parts``, ``texts[0][1] is empty``)."""
+    out = []
+    for i, pair in enumerate(pairs):
+        if len(pair) != 2:
+            raise InvalidInputError(f"texts[{offset + i}] has {len(pair)} parts; a text pair has 2")
+        for j, text in enumerate(pair):
+            problem = text_problem(text)
+            if problem is not None:
+                error = InvalidInputError if isinstance(text, str) else InvalidTypeError
+                raise error(f"texts[{offset + i}][{j}] {problem}")
+        out.append((pair[0], pair[1]))
+    return out  # type: ignore[return-value]

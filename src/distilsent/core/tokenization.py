@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Encoding, Tokenizer
@@ -137,6 +138,16 @@ class TextTokenizer:
             ids[i] = [self.cls_id, *content, self.sep_id]
         return ids
 
+    def encode_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+        """Token ids of each ``(text, text_pair)``: ``[CLS] text [SEP] text_pair [SEP]``, the longer
+        side cut first until the pair fits ``max_length`` (transformers' ``longest_first``, what the
+        text-classification pipeline does with ``truncation=True``)."""
+        # Huge texts are clipped before tokenizing; the clip leaves each side many times more tokens
+        # than can be kept, so the cut itself is unchanged.
+        limit = 4 * self.max_length * _CHARS_PER_TOKEN
+        clipped = [(_prefix(a, limit), _prefix(b, limit)) for a, b in pairs]
+        return [e.ids for e in self._tok.encode_batch(clipped)]
+
     def encode_batch(self, texts: Sequence[str]) -> TokenBatch:
         """:meth:`encode` into one :class:`TokenBatch`, with no Python list per text on the way."""
         if self.truncation_side != "head":
@@ -186,6 +197,34 @@ class TextTokenizer:
     def pad(self, batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad ``batch`` to its longest member."""
         return TokenBatch.from_lists(batch).padded(np.arange(len(batch)), self.pad_id)
+
+    @property
+    def vocab_size(self) -> int:
+        return self._plain.get_vocab_size()
+
+    def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
+        return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+    def token_spans(self, text: str, add_special_tokens: bool = True) -> list[dict[str, Any]]:
+        """The tokens of ``text`` after truncation as TEI's ``/tokenize`` lists them: ``id``, ``text``,
+        ``special``, and the character ``start``/``stop`` (None for special tokens)."""
+        encoding = self.encodings([text])[0]
+        spans = []
+        for token_id, token, special, (start, stop) in zip(
+            encoding.ids, encoding.tokens, encoding.special_tokens_mask, encoding.offsets
+        ):
+            if special and not add_special_tokens:
+                continue
+            spans.append(
+                {
+                    "id": token_id,
+                    "text": token,
+                    "special": bool(special),
+                    "start": None if special else start,
+                    "stop": None if special else stop,
+                }
+            )
+        return spans
 
     def tokens(self, text: str) -> list[str]:
         """The word pieces of ``text`` after truncation (for display and explanations)."""

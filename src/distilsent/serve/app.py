@@ -38,11 +38,13 @@ from distilsent.serve.middleware import (
 )
 from distilsent.serve.schemas import (
     ClassifyRequest,
+    DecodeRequest,
     ErrorBody,
     ExplainRequest,
     HFParameters,
     HFRequest,
     PredictRequest,
+    TokenizeRequest,
 )
 
 try:
@@ -273,18 +275,44 @@ def create_app(
         "/predict", dependencies=guarded, responses=errors, summary="Text Embeddings Inference: classify"
     )
     async def predict(body: PredictRequest, request: Request) -> Any:
-        texts, single = _texts(body.inputs, state.serve)
-        request.scope["distilsent.texts"] = len(texts)
+        items, single = _tei_inputs(body.inputs, state.serve)
+        request.scope["distilsent.texts"] = len(items)
         side = "tail" if body.truncation_direction.lower() == "left" else "head"
         preds = await _classify(
             state,
-            texts,
-            truncate=bool(body.truncate),
+            items,  # type: ignore[arg-type]
+            truncate=body.truncate is not False,
             function="none" if body.raw_scores else None,
             side=side,
+            too_long=422,  # TEI's status for an over-long input with truncate=false
         )
         out = [_label_scores(p) for p in preds]
         return out[0] if single else out
+
+    app.post("/invocations", dependencies=guarded, responses=errors, summary="SageMaker: as /predict")(
+        predict
+    )
+
+    @app.post(
+        "/tokenize", dependencies=guarded, responses=errors, summary="Text Embeddings Inference: tokenize"
+    )
+    async def tokenize(body: TokenizeRequest) -> list[list[dict[str, Any]]]:
+        texts, _ = _texts(body.inputs, state.serve)
+        return [state.require().tokenizer.token_spans(t, body.add_special_tokens) for t in texts]
+
+    @app.post("/decode", dependencies=guarded, responses=errors, summary="Text Embeddings Inference: decode")
+    async def decode(body: DecodeRequest) -> list[str]:
+        batches: list[list[int]] = body.ids if body.ids and isinstance(body.ids[0], list) else [body.ids]  # type: ignore[assignment, list-item]
+        tokenizer = state.require().tokenizer
+        for i, ids in enumerate(batches):
+            bad = [t for t in ids if not 0 <= t < tokenizer.vocab_size]
+            if bad:
+                raise ServerError(
+                    422,
+                    f"ids[{i}]: {bad[0]} is not a token id (vocabulary of {tokenizer.vocab_size})",
+                    "validation",
+                )
+        return [tokenizer.decode(ids, skip_special_tokens=body.skip_special_tokens) for ids in batches]
 
     @app.post(
         "/", dependencies=guarded, responses=errors, summary="Hugging Face inference API: text classification"
@@ -325,8 +353,18 @@ def create_app(
     async def page() -> HTMLResponse:
         return HTMLResponse(page_html)
 
-    @app.get("/health", summary="Liveness: the process answers")
+    @app.get("/health", summary="Text Embeddings Inference: 200 once the model answers", responses=errors)
     async def health() -> dict[str, str]:
+        state.require()
+        return {"status": "ok"}
+
+    @app.get("/ping", summary="SageMaker: as /health", responses=errors)
+    async def ping() -> dict[str, str]:
+        state.require()
+        return {"status": "ok"}
+
+    @app.get("/live", summary="Liveness: the process answers, model loaded or not")
+    async def live() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/ready", summary="Readiness: model loaded and warmed up", responses=errors)
@@ -346,12 +384,34 @@ def create_app(
             k: getattr(state.serve, k)
             for k in ("max_batch_requests", "max_wait_ms", "max_concurrent", "max_input_chars", "max_inputs")
         }
+        details = clf.info()
+        # TEI's /info fields, so a TEI client reads what it expects; distilsent's own under "distilsent".
         return {
+            "model_id": str(state.load.model),
+            "model_sha": None,
+            "model_dtype": details["dtype"],
+            "model_type": {
+                "classifier": {
+                    "id2label": {str(i): label for i, label in enumerate(clf.labels)},
+                    "label2id": {label: i for i, label in enumerate(clf.labels)},
+                }
+            },
+            "max_concurrent_requests": state.serve.max_concurrent,
+            "max_input_length": clf.config.max_length,
+            "max_batch_tokens": state.batcher.max_tokens if state.batcher else None,
+            "max_batch_requests": state.serve.max_batch_requests,
+            "max_client_batch_size": state.serve.max_inputs,
+            "auto_truncate": True,
+            "tokenization_workers": 1,
             "version": __version__,
-            **clf.info(),
-            "limits": {**limits, "max_body_bytes": state.serve.max_body_bytes},
-            "auth": bool(state.keys),
-            "explain": _explain_available(),
+            "sha": None,
+            "docker_label": None,
+            "distilsent": {
+                **details,
+                "limits": {**limits, "max_body_bytes": state.serve.max_body_bytes},
+                "auth": bool(state.keys),
+                "explain": _explain_available(),
+            },
         }
 
     @app.get(
@@ -467,7 +527,9 @@ async def _classify(
     function: str | None = None,
     band: Any = "config",
     side: str | None = None,
+    too_long: int = 413,
 ) -> list[Prediction]:
+    """Predictions for ``texts``; an item that is a ``(text, text_pair)`` tuple is classified as a pair."""
     clf = state.require()
     assert state.batcher is not None
     try:
@@ -476,8 +538,10 @@ async def _classify(
         raise ServerError(422, str(e), "validation") from None
 
     def prepare() -> list[list[list[int]]]:
+        if any(isinstance(t, tuple) for t in texts):
+            return _pair_sequences(clf, texts, truncate, too_long)
         if not truncate:
-            _refuse_long(clf, texts)
+            _refuse_long(clf, texts, too_long)
         if (
             side is not None
             and side != clf.tokenizer.truncation_side
@@ -486,7 +550,7 @@ async def _classify(
             return [[ids] for ids in state.tokenizer(side).encode(texts)]
         return clf.sequences(texts, long)
 
-    if sum(map(len, texts)) <= _INLINE_CHARS:
+    if sum(len(t) if isinstance(t, str) else sum(map(len, t)) for t in texts) <= _INLINE_CHARS:
         sequences = prepare()
     else:
         sequences = await asyncio.to_thread(prepare)
@@ -506,13 +570,77 @@ async def _classify(
     )
 
 
-def _refuse_long(clf: Classifier, texts: Sequence[str]) -> None:
+def _pair_sequences(
+    clf: Classifier, items: Sequence[str | tuple[str, str]], truncate: bool, too_long: int
+) -> list[list[list[int]]]:
+    """Token ids for a mix of texts and pairs, in order (a pair: ``[CLS] a [SEP] b [SEP]``)."""
+    pairs = [(i, t) for i, t in enumerate(items) if isinstance(t, tuple)]
+    singles = [(i, t) for i, t in enumerate(items) if not isinstance(t, tuple)]
+    out: list[list[list[int]]] = [[] for _ in items]
+    if not truncate:
+        _refuse_long(clf, [t for _, t in singles], too_long)  # type: ignore[misc]
+        for i, (a, b) in pairs:
+            room = clf.config.max_length - 3
+            n = len(clf.tokenizer.content(a, room + 1)) + len(clf.tokenizer.content(b, room + 1))
+            if n > room:
+                raise ServerError(
+                    too_long,
+                    f"inputs[{i}] is longer than max_length ({clf.config.max_length} tokens); "
+                    "send truncate=true to cut it",
+                    "validation",
+                )
+    for (i, _), ids in zip(pairs, clf.tokenizer.encode_pairs([t for _, t in pairs])):  # type: ignore[misc]
+        out[i] = [ids]
+    for (i, _), ids in zip(singles, clf.tokenizer.encode([t for _, t in singles])):  # type: ignore[misc]
+        out[i] = [ids]
+    return out
+
+
+def _tei_inputs(inputs: Any, serve: ServeConfig) -> tuple[list[str | tuple[str, str]], bool]:
+    """TEI's reading of ``inputs``: a string; a list of two strings is one pair; a list of lists is a
+    batch whose members are one text (``["a"]``) or a pair (``["a", "b"]``)."""
+    if isinstance(inputs, str) or (inputs and all(isinstance(x, str) for x in inputs)):
+        if isinstance(inputs, str) or len(inputs) == 1:
+            text = inputs if isinstance(inputs, str) else inputs[0]
+            return [*_texts(text, serve)[0]], True
+        if len(inputs) != 2:
+            raise ServerError(
+                422,
+                f"inputs: a list of {len(inputs)} strings; as in TEI, a list of strings is one text pair "
+                '(["a", "b"]); send a batch as a list of lists: [["a"], ["b"], ["c"]]',
+                "validation",
+            )
+        first, second = _texts(list(inputs), serve)[0]
+        return [(first, second)], True
+    if not inputs:
+        raise ServerError(400, "inputs: the batch is empty", "validation")  # TEI answers 400 here
+    if len(inputs) > serve.max_inputs:
+        raise ServerError(
+            422, f"inputs: {len(inputs)} inputs, more than the limit of {serve.max_inputs}", "validation"
+        )
+    items: list[str | tuple[str, str]] = []
+    for i, member in enumerate(inputs):
+        if len(member) not in (1, 2):
+            raise ServerError(
+                422,
+                f"inputs[{i}]: {len(member)} strings; a batch member is [text] or [text, text_pair]",
+                "validation",
+            )
+        try:
+            checked = _texts(list(member), serve)[0]
+        except ServerError as e:
+            raise ServerError(422, e.message.replace("inputs", f"inputs[{i}]", 1), "validation") from None
+        items.append(checked[0] if len(checked) == 1 else (checked[0], checked[1]))
+    return items, False
+
+
+def _refuse_long(clf: Classifier, texts: Sequence[str], status: int = 413) -> None:
     room = clf.config.max_length - 2
     for i, text in enumerate(texts):
         n = len(clf.tokenizer.content(text, room + 1))
         if n > room:
             raise ServerError(
-                413,
+                status,
                 f"inputs[{i}] is longer than max_length ({clf.config.max_length} tokens); "
                 "send truncate=true to cut it",
                 "validation",

@@ -15,12 +15,14 @@ from distilsent.core.postprocess import FUNCTIONS
 
 __all__ = [
     "ClassifyRequest",
+    "DecodeRequest",
     "ErrorBody",
     "ExplainRequest",
     "HFParameters",
     "HFRequest",
     "Inputs",
     "PredictRequest",
+    "TokenizeRequest",
 ]
 
 
@@ -52,14 +54,37 @@ class ClassifyRequest(BaseModel):
     function_to_apply: FunctionName | None = None
 
 
-class PredictRequest(BaseModel):
-    """``POST /predict``, the Text Embeddings Inference request."""
+TEIInputs = StrictStr | list[StrictStr] | list[list[StrictStr]]
 
-    model_config = ConfigDict(extra="forbid")
-    inputs: Inputs
+
+class PredictRequest(BaseModel):
+    """``POST /predict`` (and ``/invocations``), the Text Embeddings Inference request. As in TEI, a
+    list of two strings is one text pair; a batch is a list of lists (``[["a"], ["b"]]``, or pairs
+    ``[["a", "b"], ["c", "d"]]``); unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    inputs: TEIInputs = Field(description='A text, a pair ["a", "b"], or a batch [["a"], ["b", "c"]].')
     raw_scores: StrictBool = False
-    truncate: StrictBool | None = False
+    truncate: StrictBool | None = Field(
+        None, description="Cut inputs over max_length (default, TEI's --auto-truncate); false = 422."
+    )
     truncation_direction: Literal["Left", "Right", "left", "right"] = "Right"
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize`` (TEI)."""
+
+    model_config = ConfigDict(extra="ignore")
+    inputs: StrictStr | list[StrictStr]
+    add_special_tokens: StrictBool = True
+
+
+class DecodeRequest(BaseModel):
+    """``POST /decode`` (TEI)."""
+
+    model_config = ConfigDict(extra="ignore")
+    ids: list[int] | list[list[int]]
+    skip_special_tokens: StrictBool = True
 
 
 class ExplainRequest(BaseModel):
