@@ -473,3 +473,26 @@ def test_ray_with_more_workers_than_cpus_finishes(tmp_path: Path, tiny_model_dir
         next(p for p in sorted((tmp_path / "out.tsv").iterdir()) if p.is_file()).read_text().splitlines()[0]
     )
     assert header.replace('"', "").split("\t")[:3] == ["row", "label", "score"]  # tab-separated
+
+
+def test_a_full_disk_is_an_error_naming_the_file(
+    tmp_path: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from distilsent.batch import io as batch_io
+
+    src = write_input(tmp_path / "in.jsonl", [{"text": t} for t in TEXTS])
+    real = os.fsync
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(batch_io.os, "fsync", full)
+    load = distilsent.LoadConfig(model=str(tiny_model_dir), device="cpu")
+    with pytest.raises(
+        distilsent.DataError,
+        match=r"cannot write .*manifest\.json: No space left on device \(the disk is full\)",
+    ):
+        run_batch(config(tmp_path, src, "out.jsonl"), load)
+    monkeypatch.setattr(batch_io.os, "fsync", real)

@@ -197,20 +197,13 @@ def read_labelled(
     fmt: str = "auto",
 ) -> LabelledData:
     """Read ``path`` into texts and raw labels; ints stay ints, names stay strings."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    columns, rows = _read_rows(path, _detect_format(path, fmt))
-    if not rows:
-        raise DataError(f"{path}: no data rows")
+    path, columns, rows = _data_rows(path, fmt)
     text_key = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
     label_key = _pick(columns, label_column, LABEL_COLUMNS, "label", path)
     texts: list[str] = []
     labels: list[int | str] = []
     for number, row in rows:
-        text, label = row.get(text_key), row.get(label_key)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{number}: empty or missing text in column {text_key!r}")
+        text, label = _text(row, text_key, path, number), row.get(label_key)
         if label is None or (isinstance(label, str) and not label.strip()):
             raise DataError(f"{path}:{number}: missing label in column {label_key!r}")
         if isinstance(label, bool) or not isinstance(label, (int, str)):
@@ -219,27 +212,33 @@ def read_labelled(
             label = label.strip()
             if label.lstrip("-").isdigit():
                 label = int(label)
-        texts.append(text.strip())
+        texts.append(text)
         labels.append(label)
     return LabelledData(path=path, texts=texts, labels=labels)
 
 
 def read_texts(path: str | Path, *, text_column: str | None = None, fmt: str = "auto") -> list[str]:
     """Read the text column of ``path`` (any other column, a label included, is ignored)."""
+    path, columns, rows = _data_rows(path, fmt)
+    text_key = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
+    return [_text(row, text_key, path, number) for number, row in rows]
+
+
+def _data_rows(path: str | Path, fmt: str) -> tuple[Path, list[str], list[tuple[int, dict]]]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     columns, rows = _read_rows(path, _detect_format(path, fmt))
     if not rows:
         raise DataError(f"{path}: no data rows")
-    text_key = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
-    texts = []
-    for number, row in rows:
-        text = row.get(text_key)
-        if not isinstance(text, str) or not text.strip():
-            raise DataError(f"{path}:{number}: empty or missing text in column {text_key!r}")
-        texts.append(text.strip())
-    return texts
+    return path, columns, rows
+
+
+def _text(row: dict, key: str, path: Path, number: int) -> str:
+    text = row.get(key)
+    if not isinstance(text, str) or not text.strip():
+        raise DataError(f"{path}:{number}: empty or missing text in column {key!r}")
+    return text.strip()
 
 
 def label_names(train_labels: list[int | str]) -> dict[int, str]:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import errno
+import functools
 import io
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from distilsent.batch.config import ROW_COLUMN, BatchConfig
 from distilsent.core.classifier import Prediction
@@ -30,6 +32,9 @@ __all__ = [
     "write_errors",
     "write_part",
 ]
+
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass
@@ -216,6 +221,25 @@ class CountingReader(io.RawIOBase):
 # Writing ----------------------------------------------------------------------------------------------
 
 
+def _names_its_file(target: int) -> Callable[[F], F]:
+    """Turn an ``OSError`` of the decorated writer into a ``DataError`` naming the file it was writing
+    (argument ``target``): ``write()`` on a full disk reports ENOSPC without any path."""
+
+    def wrap(write: F) -> F:
+        @functools.wraps(write)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return write(*args, **kwargs)
+            except OSError as e:
+                path = args[target]
+                hint = " (the disk is full)" if e.errno == errno.ENOSPC else ""
+                raise DataError(f"cannot write {path}: {e.strerror or e}{hint}") from None
+
+        return checked  # type: ignore[return-value]
+
+    return wrap
+
+
 def result_rows(
     records: list[Record], preds: list[Prediction], labels: list[str], id_name: str
 ) -> list[dict]:
@@ -228,6 +252,7 @@ def result_rows(
     return out
 
 
+@_names_its_file(0)
 def write_part(path: Path, fmt: str, rows: list[dict], columns: list[str]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     if fmt == "parquet":
@@ -248,6 +273,7 @@ def write_part(path: Path, fmt: str, rows: list[dict], columns: list[str]) -> No
     os.replace(tmp, path)
 
 
+@_names_its_file(0)
 def write_errors(path: Path, records: list[Record]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
@@ -261,6 +287,7 @@ def write_errors(path: Path, records: list[Record]) -> None:
     os.replace(tmp, path)
 
 
+@_names_its_file(0)
 def atomic_json(path: Path, obj: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=1))
@@ -269,6 +296,7 @@ def atomic_json(path: Path, obj: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+@_names_its_file(1)
 def join_parts(parts: list[Path], output: Path, fmt: str, columns: list[str]) -> None:
     tmp = output.with_name(output.name + ".tmp")
     if fmt == "parquet":
@@ -306,6 +334,7 @@ def join_parts(parts: list[Path], output: Path, fmt: str, columns: list[str]) ->
     os.replace(tmp, output)
 
 
+@_names_its_file(1)
 def join_errors(parts: list[Path], path: Path) -> Path | None:
     parts = [p for p in parts if p.stat().st_size > 0]
     if not parts:
