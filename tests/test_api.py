@@ -257,3 +257,15 @@ def test_text_pairs_match_the_transformers_pipeline(tiny_model_dir: Path, tiny_c
         tiny_classifier.predict([("a", "b"), ("", "c")])
     with pytest.raises(TypeError, match=r"texts\[0\] is tuple, not a string"):
         tiny_classifier.predict([("a", "b", "c")])  # not a pair: read as a list of texts
+
+
+def test_info_states_where_plain_transformers_truncates_differently(tiny_model: Path) -> None:
+    import json
+
+    config_path = tiny_model / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["model_max_length"] = 512
+    config_path.write_text(json.dumps(config))
+    info = distilsent.load(tiny_model, device="cpu").info()
+    assert "model_max_length 512" in info["max_length_note"] and "at 128" in info["max_length_note"]
+    assert "max_length_note" not in distilsent.load(tiny_model, device="cpu", max_length=512).info()

@@ -204,7 +204,23 @@ class Classifier:
             "dtype": self.engine.dtype,
             "dtype_reason": self.engine.dtype_reason,
             "max_length": self.config.max_length,
+            **self._max_length_note(),
             "batch_size": self.batch_size,
+        }
+
+    def _max_length_note(self) -> dict[str, Any]:
+        """Where plain transformers would truncate elsewhere: ``tokenizer_config.json`` names its own
+        ``model_max_length`` (512 for DistilBERT), which the pipeline uses unless told otherwise."""
+        path = self.model_dir / "tokenizer_config.json"
+        try:
+            theirs = json.loads(path.read_text()).get("model_max_length")
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(theirs, int) or theirs == self.config.max_length or theirs > 10**6:
+            return {}
+        return {
+            "max_length_note": f"tokenizer_config.json says model_max_length {theirs}: plain transformers "
+            f"truncates there, distilsent at {self.config.max_length} (pass max_length to either to agree)"
         }
 
     def logits(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
