@@ -755,3 +755,22 @@ def test_requests_cut_by_the_graceful_timeout_get_a_json_503(ref_model_dir: Path
     body = assert_error(response, 503, "shutting down")
     assert body["error_type"] == "unavailable" and "retry-after" in response.headers
     assert proc.returncode in (0, -signal.SIGTERM), output
+
+
+def test_a_failing_model_is_424_on_predict_as_in_tei_and_500_elsewhere(
+    classifier: distilsent.Classifier,
+) -> None:
+    original = classifier.run
+
+    def broken(batch: list[list[int]]) -> np.ndarray:
+        raise RuntimeError("kernel exploded")
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        classifier.run = broken  # type: ignore[method-assign]
+        body = assert_error(await client.post("/predict", json={"inputs": "x"}), 424, "model failed")
+        assert body["error_type"] == "backend" and "exploded" not in body["error"]  # no internals
+        assert_error(await client.post("/v1/classify", json={"inputs": "x"}), 500, "model failed")
+        classifier.run = original  # type: ignore[method-assign]
+        assert (await client.post("/predict", json={"inputs": "x"})).status_code == 200
+
+    run_app(scenario, classifier)

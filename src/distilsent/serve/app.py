@@ -285,6 +285,7 @@ def create_app(
             function="none" if body.raw_scores else None,
             side=side,
             too_long=422,  # TEI's status for an over-long input with truncate=false
+            backend_error=424,  # and for a failure of the model ("backend")
         )
         out = [_label_scores(p) for p in preds]
         return out[0] if single else out
@@ -528,6 +529,7 @@ async def _classify(
     band: Any = "config",
     side: str | None = None,
     too_long: int = 413,
+    backend_error: int = 500,
 ) -> list[Prediction]:
     """Predictions for ``texts``; an item that is a ``(text, text_pair)`` tuple is classified as a pair."""
     clf = state.require()
@@ -564,6 +566,15 @@ async def _classify(
     except DeadlineError as e:
         retry = {"Retry-After": str(state.batcher.retry_after())}
         raise ServerError(503, f"request not answered: {e}", "unavailable", retry) from None
+    except MemoryError as e:
+        raise ServerError(
+            backend_error, f"the model ran out of memory on this batch: {e}", "backend"
+        ) from None
+    except Exception as e:  # the model failed on this batch; the batcher carries on with the next
+        logger.exception("model call failed")
+        raise ServerError(
+            backend_error, f"the model failed on this batch: {type(e).__name__}", "backend"
+        ) from None
     state.metrics.classified(len(texts))
     return clf.from_logits(
         sequences, logits, top_k=top_k, function_to_apply=function, neutral_band=band, long=long
