@@ -45,6 +45,15 @@ def test_tiny_training_learns_and_writes_a_complete_model(
     for section in ("## Training data", "## Results", "## Reproduce", "## Known biases", "sha256", "64"):
         assert section in card
     assert config.command() in card
+    # The Hub metadata a model page reads, parsed as huggingface_hub parses it.
+    from huggingface_hub import ModelCard
+
+    data = ModelCard.load(out / "README.md").data
+    assert data.license == "apache-2.0" and data.pipeline_tag == "text-classification"
+    (result_row,) = data.eval_results
+    assert result_row.metric_type == "accuracy"
+    assert result_row.metric_value == pytest.approx(result.best_metrics["accuracy"], abs=1e-4)
+    assert "plain transformers ignores it" in card
     assert_snippet_agrees(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,6 +26,55 @@ Like `distilbert-base-uncased-finetuned-sst-2-english`, this model can give diff
 sentences that differ only in an identity term: "This film was filmed in <country>." gets noticeably
 different P(positive) depending on the country. Test it on your own domain, including sentences that
 name different groups of people, before deployment, and do not use it to make decisions about people."""
+
+
+# distilsent's names for the backbones it ships, as the Hub knows them (both Apache-2.0).
+_HUB_IDS = {
+    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
+    "mpnet": "sentence-transformers/all-mpnet-base-v2",
+}
+_DATASETS = {"sst2": "stanfordnlp/sst2"}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+def _hub_metadata(
+    output: Path, config: RunConfig, data: dict[str, dict[str, Any]], metrics: dict[str, Any]
+) -> str:
+    """The card's YAML header, what a Hub model page reads (through ``huggingface_hub.ModelCardData``):
+    license, base model, datasets, and a model-index with the accuracy measured on the dev file."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    init = str(getattr(config, "init", "") or "")
+    base = _HUB_IDS.get(init) or (init if _HUB_ID.match(init) and not Path(init).exists() else None)
+    folder = {name: Path(d["path"]).parent.name for name, d in data.items()}
+    datasets = sorted({_DATASETS[f] for f in folder.values() if f in _DATASETS})
+    results = []
+    final = metrics.get("dev") or (
+        metrics.get("best") if metrics.get("selected_on", "dev") == "dev" else None
+    )
+    if final and "dev" in data:
+        name = _DATASETS.get(folder["dev"], folder["dev"])
+        results.append(
+            EvalResult(
+                task_type="text-classification",
+                dataset_type=name,
+                dataset_name=name,
+                dataset_split="validation",
+                metric_type="accuracy",
+                metric_value=round(float(final["accuracy"]), 4),
+            )
+        )
+    card_data = ModelCardData(
+        language="en",
+        license="apache-2.0",
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        base_model=base,
+        datasets=datasets or None,
+        model_name=output.name if results else None,
+        eval_results=results or None,
+    )
+    return f"---\n{card_data.to_yaml()}\n---"
 
 
 def write_model_card(
@@ -71,11 +121,7 @@ def write_model_card(
         if model_type in (None, "distilbert")
         else (_FAMILIES.get(model_type, model_type), "AutoModelForSequenceClassification")
     )
-    text = f"""---
-library_name: transformers
-pipeline_tag: text-classification
-language: en
----
+    text = f"""{_hub_metadata(output, config, data, metrics)}
 # {family} sentiment classifier trained by distilsent
 
 Labels: {labels}. Base model: {base_model}.{teacher}
@@ -88,6 +134,12 @@ are truncated.
 
 ## Known biases and limits
 {_BIAS_WARNING}
+
+The license above is that of the backbones distilsent ships (Apache-2.0); a model trained from
+another base inherits that base's license, and its data's terms apply. A calibration temperature
+stored later by `distilsent calibrate` (`distilsent_temperature` in `config.json`) is applied by
+distilsent only: plain transformers ignores it, so its probabilities are the uncalibrated ones
+(labels are the same).
 
 ## Training data
 | split | file | rows | sha256 |
