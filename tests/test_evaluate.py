@@ -70,6 +70,7 @@ def test_report_for_the_reference_checkpoint(
     ) / len(labels)
     assert metrics["accuracy"] == pytest.approx(accuracy)
     assert metrics["compare"]["difference"] == 0 and not metrics["compare"]["significant"]
+    assert metrics["compare"]["mcnemar"] == {"a_only": 0, "b_only": 0, "p_value": 1.0}
     for png in out.glob("*.png"):
         with Image.open(png) as image:
             image.verify()

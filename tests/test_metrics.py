@@ -61,3 +61,17 @@ def test_paired_bootstrap() -> None:
     assert stats["p_value"] < 0.01
     same = m.paired_bootstrap(a, a, samples=200)
     assert same["difference"] == 0 and same["low"] == same["high"] == 0
+
+
+def test_mcnemar_exact_against_hand_computed_binomials() -> None:
+    a = np.array([1, 1, 1, 0, 1, 1], dtype=bool)
+    b = np.array([0, 0, 0, 0, 1, 1], dtype=bool)
+    stats = m.mcnemar_exact(a, b)
+    # 3 discordant pairs, all for a: 2 * P(X <= 0), X ~ Binomial(3, 1/2) = 2 / 8.
+    assert (stats["a_only"], stats["b_only"]) == (3, 0) and stats["p_value"] == pytest.approx(0.25)
+    # 10 discordant, 2 v 8: 2 * (1 + 10 + 45) / 1024.
+    a = np.array([1] * 8 + [0] * 2, dtype=bool)
+    assert m.mcnemar_exact(a, ~a)["p_value"] == pytest.approx(2 * 56 / 1024)
+    assert m.mcnemar_exact(a, a)["p_value"] == 1.0  # no disagreement, no evidence
+    big = np.array([1] * 3000 + [0] * 2900, dtype=bool)
+    assert 0 < m.mcnemar_exact(big, ~big)["p_value"] < 1  # no underflow with thousands of pairs

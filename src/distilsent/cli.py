@@ -313,6 +313,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"vs {args.compare}: {100 * c['difference']:+.2f} points, 95 % interval "
             f"[{100 * c['low']:+.2f}, {100 * c['high']:+.2f}], "
             + ("a real difference" if c["significant"] else "within resampling noise")
+            + f"; McNemar's exact test: {c['mcnemar']['a_only']} right only here, "
+            f"{c['mcnemar']['b_only']} only there, p = {c['mcnemar']['p_value']:.3f}"
         )
     if args.report:
         out = write_report(result, Path(args.report), comparison)

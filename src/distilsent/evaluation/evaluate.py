@@ -112,8 +112,10 @@ def evaluate(clf: Classifier, data: LabelledData) -> EvalResult:
 
 
 def compare(a: EvalResult, b: EvalResult) -> dict[str, Any]:
-    """Paired bootstrap on the accuracy difference a - b (same examples, same order)."""
-    stats = m.paired_bootstrap(a.correct, b.correct)
+    """Paired bootstrap on the accuracy difference a - b (same examples, same order), and McNemar's
+    exact test on the examples where the two disagree."""
+    stats: dict[str, Any] = dict(m.paired_bootstrap(a.correct, b.correct))
+    stats["mcnemar"] = m.mcnemar_exact(a.correct, b.correct)
     stats["model_a"], stats["model_b"] = a.model, b.model
     stats["significant"] = not (stats["low"] <= 0 <= stats["high"])
     return stats
@@ -201,6 +203,8 @@ def _comparison_text(c: dict[str, Any]) -> str:
         f"Accuracy of {c['model_a']} minus {c['model_b']}: {100 * c['difference']:+.2f} points, 95 % "
         f"paired-bootstrap interval [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}], p = {c['p_value']:.3f}: "
         + ("a real difference." if c["significant"] else "within resampling noise.")
+        + f" McNemar's exact test: {c['mcnemar']['a_only']} examples right only for the first, "
+        f"{c['mcnemar']['b_only']} only for the second, p = {c['mcnemar']['p_value']:.3f}."
     )
 
 

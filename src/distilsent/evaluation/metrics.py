@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from distilsent.core.postprocess import softmax
@@ -17,6 +19,7 @@ __all__ = [
     "expected_calibration_error",
     "log_loss",
     "macro_f1",
+    "mcnemar_exact",
     "paired_bootstrap",
     "roc_auc",
     "softmax",
@@ -130,6 +133,22 @@ def coverage_curve(probs: np.ndarray, labels: np.ndarray, steps: int = 10) -> li
             }
         )
     return rows
+
+
+def mcnemar_exact(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
+    """McNemar's exact test on paired correctness: only the examples where exactly one model is right
+    count (``a_only``, ``b_only``); under "no difference" each is a fair coin flip, and ``p_value`` is
+    the two-sided binomial probability of a split at least this uneven."""
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    n, k = a_only + b_only, min(a_only, b_only)
+    # log-space binomial terms: n can be in the thousands, where 0.5 ** n underflows.
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) - n * math.log(2)
+        for i in range(k + 1)
+    ]
+    tail = sum(math.exp(t) for t in log_terms) if n else 0.5
+    return {"a_only": a_only, "b_only": b_only, "p_value": float(min(1.0, 2 * tail))}
 
 
 def paired_bootstrap(
