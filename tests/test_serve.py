@@ -374,7 +374,7 @@ def test_api_keys(
             assert (await client.post("/v1/classify", json=body, headers=headers)).status_code == 200
         assert_error(await client.get("/metrics"), 401)
         assert_error(await client.get("/info"), 401)
-        for open_path in ("/health", "/ready", "/"):
+        for open_path in ("/health", "/ready", "/", "/ping", "/live"):
             assert (await client.get(open_path)).status_code == 200
 
     with caplog.at_level(logging.INFO, logger="distilsent.access"):
@@ -772,5 +772,28 @@ def test_a_failing_model_is_424_on_predict_as_in_tei_and_500_elsewhere(
         assert_error(await client.post("/v1/classify", json={"inputs": "x"}), 500, "model failed")
         classifier.run = original  # type: ignore[method-assign]
         assert (await client.post("/predict", json={"inputs": "x"})).status_code == 200
+
+    run_app(scenario, classifier)
+
+
+def test_a_batch_mixing_texts_and_pairs_keeps_each_ones_options(
+    classifier: distilsent.Classifier, tiny_model_dir: Path
+) -> None:
+    long_text = "the start is great " + "filler " * 300 + "the end is awful"
+    tail = distilsent.load(tiny_model_dir, device="cpu", truncation_side="tail").predict(long_text)
+    pair = classifier.predict(("a wonderful film", "dull and far too long"))
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        body = {
+            "inputs": [["a wonderful film", "dull and far too long"], [long_text]],
+            "truncation_direction": "Left",
+        }
+        rows = (await client.post("/predict", json=body)).json()
+        assert [{e["label"]: e["score"] for e in row} for row in rows] == [
+            approx_scores(pair.scores),
+            approx_scores(tail.scores),  # the text beside a pair keeps its end, as asked
+        ]
+        refused = await client.post("/predict", json={"inputs": [["a", "b"], [long_text]], "truncate": False})
+        assert_error(refused, 422, "inputs[1] is longer")  # its own index in the batch
 
     run_app(scenario, classifier)

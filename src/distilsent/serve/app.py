@@ -359,10 +359,7 @@ def create_app(
         state.require()
         return {"status": "ok"}
 
-    @app.get("/ping", summary="SageMaker: as /health", responses=errors)
-    async def ping() -> dict[str, str]:
-        state.require()
-        return {"status": "ok"}
+    app.get("/ping", summary="SageMaker: as /health", responses=errors)(health)
 
     @app.get("/live", summary="Liveness: the process answers, model loaded or not")
     async def live() -> dict[str, str]:
@@ -539,18 +536,29 @@ async def _classify(
     except ValueError as e:
         raise ServerError(422, str(e), "validation") from None
 
-    def prepare() -> list[list[list[int]]]:
-        if any(isinstance(t, tuple) for t in texts):
-            return _pair_sequences(clf, texts, truncate, too_long)
-        if not truncate:
-            _refuse_long(clf, texts, too_long)
+    def single_sequences(chosen: list[str]) -> list[list[list[int]]]:
         if (
             side is not None
             and side != clf.tokenizer.truncation_side
             and (long or clf.config.long) == "truncate"
         ):
-            return [[ids] for ids in state.tokenizer(side).encode(texts)]
-        return clf.sequences(texts, long)
+            return [[ids] for ids in state.tokenizer(side).encode(chosen)]
+        return clf.sequences(chosen, long)
+
+    def prepare() -> list[list[list[int]]]:
+        if not truncate:
+            _refuse_long(clf, texts, too_long)
+        pair_rows = [i for i, t in enumerate(texts) if isinstance(t, tuple)]
+        if not pair_rows:
+            return single_sequences(texts)
+        # Texts mixed with (text, text_pair) tuples: each kind tokenized its own way, kept in order.
+        single_rows = [i for i, t in enumerate(texts) if not isinstance(t, tuple)]
+        out: list[list[list[int]]] = [[] for _ in texts]
+        for i, seqs in zip(single_rows, single_sequences([texts[i] for i in single_rows])):
+            out[i] = seqs
+        for i, ids in zip(pair_rows, clf.tokenizer.encode_pairs([texts[i] for i in pair_rows])):  # type: ignore[misc]
+            out[i] = [ids]
+        return out
 
     if sum(len(t) if isinstance(t, str) else sum(map(len, t)) for t in texts) <= _INLINE_CHARS:
         sequences = prepare()
@@ -579,32 +587,6 @@ async def _classify(
     return clf.from_logits(
         sequences, logits, top_k=top_k, function_to_apply=function, neutral_band=band, long=long
     )
-
-
-def _pair_sequences(
-    clf: Classifier, items: Sequence[str | tuple[str, str]], truncate: bool, too_long: int
-) -> list[list[list[int]]]:
-    """Token ids for a mix of texts and pairs, in order (a pair: ``[CLS] a [SEP] b [SEP]``)."""
-    pairs = [(i, t) for i, t in enumerate(items) if isinstance(t, tuple)]
-    singles = [(i, t) for i, t in enumerate(items) if not isinstance(t, tuple)]
-    out: list[list[list[int]]] = [[] for _ in items]
-    if not truncate:
-        _refuse_long(clf, [t for _, t in singles], too_long)  # type: ignore[misc]
-        for i, (a, b) in pairs:
-            room = clf.config.max_length - 3
-            n = len(clf.tokenizer.content(a, room + 1)) + len(clf.tokenizer.content(b, room + 1))
-            if n > room:
-                raise ServerError(
-                    too_long,
-                    f"inputs[{i}] is longer than max_length ({clf.config.max_length} tokens); "
-                    "send truncate=true to cut it",
-                    "validation",
-                )
-    for (i, _), ids in zip(pairs, clf.tokenizer.encode_pairs([t for _, t in pairs])):  # type: ignore[misc]
-        out[i] = [ids]
-    for (i, _), ids in zip(singles, clf.tokenizer.encode([t for _, t in singles])):  # type: ignore[misc]
-        out[i] = [ids]
-    return out
 
 
 def _tei_inputs(inputs: Any, serve: ServeConfig) -> tuple[list[str | tuple[str, str]], bool]:
@@ -645,10 +627,13 @@ def _tei_inputs(inputs: Any, serve: ServeConfig) -> tuple[list[str | tuple[str, 
     return items, False
 
 
-def _refuse_long(clf: Classifier, texts: Sequence[str], status: int = 413) -> None:
-    room = clf.config.max_length - 2
-    for i, text in enumerate(texts):
-        n = len(clf.tokenizer.content(text, room + 1))
+def _refuse_long(clf: Classifier, items: Sequence[str | tuple[str, str]], status: int = 413) -> None:
+    """A ``status`` error for the first text or text pair longer than ``max_length`` tokens with its
+    special tokens (``[CLS] a [SEP]``, ``[CLS] a [SEP] b [SEP]``)."""
+    for i, item in enumerate(items):
+        parts = (item,) if isinstance(item, str) else item
+        room = clf.config.max_length - 1 - len(parts)
+        n = sum(len(clf.tokenizer.content(part, room + 1)) for part in parts)
         if n > room:
             raise ServerError(
                 status,

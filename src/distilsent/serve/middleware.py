@@ -34,6 +34,8 @@ __all__ = [
 OPEN_ROUTES = {
     ("GET", "/"),  # the web page (its requests carry the key the user types)
     ("GET", "/health"),
+    ("GET", "/ping"),
+    ("GET", "/live"),
     ("GET", "/ready"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
@@ -184,18 +186,13 @@ class BodyLimitAndLog:
 
         limit = self.state.serve.max_body_bytes
         headers = dict(scope.get("headers") or [])
-        gate = self.state.gate
-        if gate.needed(scope["method"], scope["path"]):
-            refused = gate.check(headers, (scope.get("client") or ("",))[0])
-            if refused is not None:
-                try:
-                    response = error_response(
-                        refused.status, refused.message, refused.error_type, refused.headers
-                    )
-                    await response(scope, receive, send_wrapper)
-                finally:
-                    self._record(scope, status["code"], time.perf_counter() - began)
-                return
+        early = self._answer_from_headers(scope, headers)
+        if early is not None:
+            try:
+                await early(scope, receive, send_wrapper)
+            finally:
+                self._record(scope, status["code"], time.perf_counter() - began)
+            return
         if scope["method"] == "POST" and headers.get(b"content-type", b"form").startswith(
             (b"form", b"application/x-www-form-urlencoded")
         ):
@@ -204,14 +201,6 @@ class BodyLimitAndLog:
                 *((k, v) for k, v in scope["headers"] if k != b"content-type"),
                 (b"content-type", b"application/json"),
             ]
-        if scope["method"] == "POST" and (busy := self.state.shed()) is not None:
-            # The queue already holds more work than the wait allowed: answer before reading, parsing
-            # and tokenizing the body, which under overload would take the CPU the model needs.
-            try:
-                await busy(scope, receive, send_wrapper)
-            finally:
-                self._record(scope, status["code"], time.perf_counter() - began)
-            return
         too_big = False
         with contextlib.suppress(ValueError):
             too_big = int(headers.get(b"content-length", b"0")) > limit
@@ -251,6 +240,17 @@ class BodyLimitAndLog:
                 await self.app(scope, receive, send_wrapper)
         finally:
             self._record(scope, status["code"], time.perf_counter() - began)
+
+    def _answer_from_headers(self, scope: MutableMapping[str, Any], headers: dict[bytes, bytes]) -> Any:
+        """The response to send before the body is read, if any: a refused API key, or a 429 when the
+        queue already holds more work than the wait allows (reading, parsing and tokenizing the body
+        would take the CPU the model needs under overload)."""
+        gate = self.state.gate
+        if gate.needed(scope["method"], scope["path"]):
+            refused = gate.check(headers, (scope.get("client") or ("",))[0])
+            if refused is not None:
+                return error_response(refused.status, refused.message, refused.error_type, refused.headers)
+        return self.state.shed() if scope["method"] == "POST" else None
 
     def _record(self, scope: MutableMapping[str, Any], code: int, seconds: float) -> None:
         route = scope.get("route")

@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
+from distilsent.core.models import MINILM, MPNET
+
 
 class RunConfig(Protocol):
     """What the card needs of a run's configuration (``TrainConfig`` and ``DistillConfig`` have it)."""
@@ -30,8 +32,8 @@ name different groups of people, before deployment, and do not use it to make de
 
 # distilsent's names for the backbones it ships, as the Hub knows them (both Apache-2.0).
 _HUB_IDS = {
-    "minilm": "sentence-transformers/all-MiniLM-L6-v2",
-    "mpnet": "sentence-transformers/all-mpnet-base-v2",
+    MINILM: "sentence-transformers/all-MiniLM-L6-v2",
+    MPNET: "sentence-transformers/all-mpnet-base-v2",
 }
 _DATASETS = {"sst2": "stanfordnlp/sst2"}
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")

@@ -16,14 +16,19 @@ def cpu_flags() -> set[str]:
     """
     if (override := os.environ.get("DISTILSENT_CPU_FLAGS")) is not None:
         return set(override.split())
+    return set((_cpuinfo("flags") or "").split())
+
+
+def _cpuinfo(field: str) -> str | None:
+    """The first ``field`` line of ``/proc/cpuinfo`` (the first CPU's), or None without one."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if line.startswith(field):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return set()
+    return None
 
 
 MATRIX_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
@@ -34,14 +39,7 @@ def cpu_model() -> str:
     """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows elsewhere."""
     import platform
 
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def has_native_bf16(flags: set[str] | None = None) -> bool:
