@@ -3,7 +3,8 @@
 The default's weights are kept in git, where every new version is a new 45 MB blob. A default retrained
 from the current one with most tensors frozen (``distilsent train --init default --trainable bitfit``)
 is stored instead as the current weights file, unchanged (renamed to the first shard, the same blob),
-plus a second shard with the tensors that changed (see ``distilsent.core.models.write_update``).
+plus a second shard with the tensors that changed (``distilsent.core.models.write_update``); each
+later update adds one more shard with what changed since (``append_update``).
 
     python scripts/ship_default.py runs/mitigated
 """
@@ -16,7 +17,7 @@ import sys
 from pathlib import Path
 
 from distilsent import DistilsentError
-from distilsent.core.models import BASE_SHARD, DEFAULT_MODEL_DIR, write_update
+from distilsent.core.models import DEFAULT_MODEL_DIR, append_update, write_update
 
 _COPIED = (
     "config.json",
@@ -35,13 +36,14 @@ def main() -> None:
     parser.add_argument("--default-dir", type=Path, default=DEFAULT_MODEL_DIR)
     args = parser.parse_args()
     target: Path = args.default_dir
-    # The first update finds one weights file; later ones the base shard. write_update checks the
-    # model before it writes anything, so a refused update leaves the default as it was.
-    base = target / "model.safetensors"
-    if not base.is_file():
-        base = target / BASE_SHARD
+    # The first update finds one weights file and splits it into base + update; later ones add a
+    # shard of what changed since, so that no stored blob is ever rewritten. Both check the model
+    # before they write anything, so a refused update leaves the default as it was.
     try:
-        changed = write_update(args.trained, base, target)
+        if (target / "model.safetensors").is_file():
+            changed = write_update(args.trained, target / "model.safetensors", target)
+        else:
+            changed = append_update(args.trained, target)
     except (OSError, ValueError, DistilsentError) as e:
         print(f"ship_default: {e}", file=sys.stderr)
         sys.exit(2)
@@ -53,7 +55,8 @@ def main() -> None:
     for name in _COPIED:
         if (args.trained / name).is_file():
             shutil.copyfile(args.trained / name, target / name)
-    print(f"{target}: {len(changed)} tensors updated, base weights kept as {BASE_SHARD}")
+    shards = sorted(p.name for p in target.glob("model-*.safetensors"))
+    print(f"{target}: {len(changed)} tensors updated; shards {', '.join(shards)}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from distilsent.fairness.audit import (
     ProbeFamily,
     audit,
     audit_family,
+    half_families,
     load_families,
     write_report,
 )
@@ -38,6 +39,48 @@ def test_shipped_families_fill_every_slot() -> None:
         assert len(probes) == terms * len(family.templates)
         assert all("{" not in s and "}" not in s for *_, s in probes)
         assert all(term in s for _, term, _, s in probes)
+
+
+def test_halves_are_disjoint_on_the_generated_sentences() -> None:
+    families = load_families()
+    seen = {f.name: f for f in half_families(families, "train")}
+    held = {f.name: f for f in half_families(families, "heldout")}
+    assert set(held) == {f.name for f in families}
+    for family in families:
+        assert len(family.templates) + len(family.heldout_templates) >= 30, family.name
+        assert not set(family.templates) & set(family.heldout_templates)
+        a = {s for *_, s in seen[family.name].probes()}
+        b = {s for *_, s in held[family.name].probes()}
+        assert a and b and not a & b, family.name
+        if family.name != "pronoun":  # three pronouns: only the templates are split
+            terms = [{t for ts in h[family.name].groups.values() for t in ts} for h in (seen, held)]
+            assert not terms[0] & terms[1], family.name
+
+
+def test_verdict_is_the_heldout_half() -> None:
+    family = ProbeFamily(
+        "f",
+        "x",
+        ("A {x} film.",),
+        {"a": ("alpha",), "b": ("gamma",)},
+        ("The {x} show.",),
+        {"a": ("beta",), "b": ("delta",)},
+    )
+
+    class Stub:
+        labels = ("NEGATIVE", "POSITIVE")
+
+        def predict_proba(self, texts: list[str]) -> np.ndarray:
+            # Biased on the train template only: the held-out template scores every term alike.
+            p = np.array(
+                [0.9 if t.startswith("A ") and ("alpha" in t or "beta" in t) else 0.5 for t in texts]
+            )
+            return np.stack([1 - p, p], axis=1)
+
+    result = audit(Stub(), [family], AuditConfig(bootstrap=200))
+    row = result.families[0]
+    assert row.heldout is not None and row.gap > 0.1 and row.heldout.gap < 0.1
+    assert row.passed and result.passed
 
 
 def test_family_validation_names_the_problem() -> None:
@@ -147,7 +190,8 @@ def test_reference_checkpoint_country_gap(ref_classifier, tmp_path: Path) -> Non
         ref_classifier, families, AuditConfig(families="country,pronoun"), model="minilm-l6-sst2-ref"
     )
     country = result.families[0]
-    assert country.name == "country" and len(country.groups) >= 100
+    assert country.name == "country" and len(country.groups) >= 90
+    assert country.heldout is not None and len(country.heldout.groups) == 22
     assert country.gap > 0.3 and not country.passed  # the bias the model card describes
     assert country.gap_low <= country.gap <= country.gap_high
     assert country.flips, "some country pairs flip the label"

@@ -3,8 +3,8 @@ from __future__ import annotations
 import difflib
 import re
 
-from distilsent.fairness.audit import load_families
-from distilsent.training.augment import counterfactual, heldout_families, training_families
+from distilsent.fairness.audit import half_families, load_families
+from distilsent.training.augment import counterfactual, training_families
 
 
 def _terms(families) -> set[str]:
@@ -26,7 +26,7 @@ def test_copies_swap_terms_and_keep_labels() -> None:
 
 
 def test_held_out_terms_are_never_used_and_cover_every_family() -> None:
-    held = heldout_families()
+    held = half_families(load_families(), "heldout")
     seen = training_families()
     assert {f.name for f in held} >= {"country", "nationality", "name-gender", "name-ethnicity"}
     assert not _terms(held) & _terms(seen)

@@ -173,6 +173,38 @@ def test_update_shard_loads_as_the_trained_weights(tiny_model: Path, tmp_path: P
     assert _weights_key(tiny_model, int8=False) != before
 
 
+def test_append_update_adds_a_shard_and_keeps_the_old_ones(tiny_model: Path, tmp_path: Path) -> None:
+    import hashlib
+
+    from safetensors.torch import save_file
+    from transformers import DistilBertForSequenceClassification
+
+    def digests() -> set[str]:
+        return {hashlib.sha256(p.read_bytes()).hexdigest() for p in tiny_model.glob("model-*.safetensors")}
+
+    trained = Path(shutil.copytree(tiny_model, tmp_path / "trained"))
+    weights = load_file(trained / "model.safetensors")
+    weights["classifier.bias"] = torch.tensor([3.0, -3.0])
+    save_file(weights, trained / "model.safetensors", metadata={"format": "pt"})
+    models.write_update(trained, tiny_model / "model.safetensors", tiny_model)
+    before = digests()
+    weights["classifier.bias"] = torch.tensor([-30.0, 30.0])  # every text POSITIVE now
+    weights["distilbert.transformer.layer.1.output_layer_norm.bias"] += 0.25
+    save_file(weights, trained / "model.safetensors", metadata={"format": "pt"})
+    changed = models.append_update(trained, tiny_model)
+    assert changed == ["classifier.bias", "distilbert.transformer.layer.1.output_layer_norm.bias"]
+    names = sorted(p.name for p in tiny_model.glob("model-*.safetensors"))
+    assert names == [f"model-0000{k}-of-00003.safetensors" for k in (1, 2, 3)]
+    assert before < digests()  # the earlier shards are the same bytes, so the same git blobs
+    assert set(load_file(tiny_model / names[-1])) == set(changed)
+    loaded = DistilBertForSequenceClassification.from_pretrained(tiny_model).state_dict()
+    for name, tensor in weights.items():
+        assert torch.equal(loaded[name], tensor), name
+    assert {p.label for p in distilsent.load(tiny_model).predict(["good", "great fun"])} == {"POSITIVE"}
+    with pytest.raises(ValueError, match="nothing to update"):
+        models.append_update(trained, tiny_model)
+
+
 def test_update_refuses_a_different_or_wholly_changed_model(tiny_model: Path, tmp_path: Path) -> None:
     from helpers import build_tiny_model
 

@@ -229,6 +229,33 @@ def test_inserted_pairs_train_with_the_consistency_loss(
     assert sum(seen) == 16 + 24, seen
 
 
+def test_check_augmentation_adds_labelled_sentences_and_invariance_pairs(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distilsent.evaluation.check import load_suite, training_examples
+    from distilsent.training.train import _PairCollator
+
+    seen: list[tuple[int, int]] = []
+    collate = _PairCollator.__call__
+
+    def counting(self, features):
+        batch = collate(self, features)
+        free = int(batch["free_rows"].sum()) if "free_rows" in batch else 0
+        seen.append((sum("pair_input_ids" in f for f in features), free))
+        return batch
+
+    monkeypatch.setattr(_PairCollator, "__call__", counting)
+    config = _config(
+        _identity_data(tmp_path), tiny_model_dir, tmp_path / "out", dev=None, epochs=1,
+        augment="check", check_samples=2, check_copies=2, consistency=1.0, distill=1.0,
+    )  # fmt: skip
+    train(config)
+    labelled, pairs = training_examples(load_suite(), samples=2)
+    assert sum(p for p, _ in seen) == len(pairs)
+    # The mft sentences are free of the distillation term, which would hold them to the old model.
+    assert sum(f for _, f in seen) == 2 * len(labelled)
+
+
 def test_bitfit_changes_only_biases_norms_and_the_head(tiny_model_dir: Path, tmp_path: Path) -> None:
     data = _identity_data(tmp_path)
     result = train(_config(data, tiny_model_dir, tmp_path / "out", dev=None, epochs=1, trainable="bitfit"))
@@ -268,7 +295,8 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"dropout": 1.5}, "dropout"),
         ({"precision": "fp8"}, "precision"),
         ({"early_stopping_patience": 2, "dev": None}, "dev file"),
-        ({"augment": "mixup"}, "counterfactual"),
+        ({"augment": "mixup"}, "counterfactual, check"),
+        ({"check_tests": "x.yaml"}, "--augment check"),
         ({"augment": "counterfactual", "augment_copies": 0}, "augment_copies"),
         ({"consistency": 1.0}, "--augment counterfactual"),
         ({"augment": "counterfactual", "consistency": -1.0}, "consistency"),

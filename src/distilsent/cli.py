@@ -395,32 +395,36 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     from distilsent.core.classifier import Classifier, LoadConfig
-    from distilsent.fairness.audit import AuditConfig, audit, load_families, write_report
+    from distilsent.fairness.audit import AuditConfig, audit, format_table, load_families, write_report
 
     config = config_from_args(AuditConfig, args)
     families = load_families(config.probes, builtin=config.builtin)
-    if config.heldout:
-        from distilsent.training.augment import heldout_families
-
-        families = heldout_families(families)
     clf = Classifier(config_from_args(LoadConfig, args))
     result = audit(clf, families, config, model=args.model)
-    width = max(len(f.name) for f in result.families)
-    print(
-        f"{'family':<{width}}  groups  {'lowest':<28}  {'highest':<28}  gap   95 % interval  flips"
-        "            result"
-    )
-    for f in result.families:
-        lo, hi = f.groups[0], f.groups[-1]
-        low = f"{lo.name[:22]} {lo.mean:.2f}"
-        high = f"{hi.name[:22]} {hi.mean:.2f}"
-        flips = f"{f.flipped_pairs}/{f.pairs}"
-        print(
-            f"{f.name:<{width}}  {len(f.groups):>6}  {low:<28}  {high:<28}  {f.gap:.2f}  "
-            f"[{f.gap_low:.2f}, {f.gap_high:.2f}]   {flips:<15}  {'pass' if f.passed else 'FAIL'}"
-        )
+    print(format_table(result))
     verdict = "every family passes" if result.passed else "some families fail"
     print(f"threshold {config.threshold:.2f}: {verdict}")
+    if config.report:
+        out = write_report(result, config.report)
+        print(f"report written to {out}/report.html")
+    return 1 if args.fail and not result.passed else 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from distilsent.core.classifier import Classifier, LoadConfig
+    from distilsent.evaluation.check import CheckConfig, format_table, load_suite, run_checks, write_report
+
+    config = config_from_args(CheckConfig, args)
+    clf = Classifier(config_from_args(LoadConfig, args))
+    suite = load_suite(config.tests, builtin=config.builtin, labels=clf.labels)
+    result = run_checks(clf.predict_proba, clf.labels, suite, config, model=args.model)
+    print(format_table(result))
+    failed = [t.name for t in result.tests if not t.passed]
+    print(
+        "every test passes on its held-out half"
+        if not failed
+        else f"fails on the held-out half: {', '.join(failed)}"
+    )
     if config.report:
         out = write_report(result, config.report)
         print(f"report written to {out}/report.html")
@@ -558,6 +562,14 @@ def _build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p, LoadConfig)
     p.add_argument("--fail", action="store_true", help="exit with status 1 when a family fails (for CI)")
     p.set_defaults(func=cmd_audit)
+
+    from distilsent.evaluation.check import CheckConfig
+
+    p = sub.add_parser("check", help="behavioural tests: negation, contrast, typos, invariances, ...")
+    add_config_arguments(p, CheckConfig)
+    add_config_arguments(p, LoadConfig)
+    p.add_argument("--fail", action="store_true", help="exit with status 1 when a test fails (for CI)")
+    p.set_defaults(func=cmd_check)
 
     from distilsent.batch import BatchConfig
 

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MODEL_DIR",
     "MINILM",
     "MPNET",
+    "append_update",
     "check_model_dir",
     "has_torch_weights",
     "minilm_dir",
@@ -302,4 +303,53 @@ def write_update(trained: Path, base_weights: Path, output: Path, *, max_fractio
     index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
     (output / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
     (output / "model.safetensors").unlink(missing_ok=True)
+    return changed
+
+
+def append_update(trained: Path, model_dir: Path, *, max_fraction: float = 0.25) -> list[str]:
+    """Add ``trained``'s changes to the sharded model in ``model_dir`` as one more shard.
+
+    For a model re-trained from a model that is already stored as shards (by :func:`write_update`):
+    the existing shards are kept byte for byte (renamed ``model-0000k-of-0000n``, the same git blobs),
+    the tensors whose values differ from the current model go to a new last shard, and the index maps
+    each tensor to it. Returns the changed tensors' names.
+    """
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    model_dir = Path(model_dir)
+    index_path = model_dir / "model.safetensors.index.json"
+    try:
+        index = json.loads(index_path.read_text())
+        weight_map: dict[str, str] = index["weight_map"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelFormatError(f"{model_dir} has no readable shard index ({e}); use write_update") from None
+    shards = sorted(set(weight_map.values()))
+    loaded = {name: load_file(model_dir / name) for name in shards}
+    current = {k: loaded[shard][k] for k, shard in weight_map.items()}
+    new = load_file(Path(trained) / "model.safetensors")
+    if current.keys() != new.keys() or any(current[k].shape != new[k].shape for k in current):
+        raise ModelFormatError(f"{trained} does not have the tensors of {model_dir}; not an update of it")
+    changed = sorted(
+        k for k in new if new[k].dtype != current[k].dtype or not torch.equal(new[k], current[k])
+    )
+    changed_bytes = sum(new[k].numel() * new[k].element_size() for k in changed)
+    total_bytes = sum(t.numel() * t.element_size() for t in new.values())
+    if not changed:
+        raise InvalidInputError(f"{trained} has the same weights as {model_dir}; nothing to update")
+    if changed_bytes > max_fraction * total_bytes:
+        raise InvalidInputError(
+            f"{len(changed)} tensors changed ({changed_bytes / total_bytes:.0%} of the weights); an update "
+            "only pays when few did — save the model as a whole instead"
+        )
+    count = len(shards) + 1
+    renamed = {old: f"model-{k:05d}-of-{count:05d}.safetensors" for k, old in enumerate(shards, 1)}
+    for old, name in renamed.items():
+        (model_dir / old).rename(model_dir / name)
+    last = f"model-{count:05d}-of-{count:05d}.safetensors"
+    save_file({k: new[k].contiguous() for k in changed}, model_dir / last, metadata={"format": "pt"})
+    shutil.copymode(model_dir / renamed[shards[0]], model_dir / last)
+    weight_map = {k: last if k in changed else renamed[weight_map[k]] for k in sorted(new)}
+    index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
+    index_path.write_text(json.dumps(index, indent=2) + "\n")
     return changed

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import string
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ __all__ = [
     "FamilyResult",
     "ProbeFamily",
     "audit",
+    "format_table",
+    "half_families",
+    "is_heldout_term",
     "load_families",
     "write_report",
 ]
@@ -41,6 +45,12 @@ class ProbeFamily:
     slot: str
     templates: tuple[str, ...]
     groups: dict[str, tuple[str, ...]]
+    heldout_templates: tuple[str, ...] = ()
+    """Templates that training augmentation never uses; the audit judges a family on them (with its
+    held-out terms). Empty: the family has one set of templates, used for both halves."""
+    heldout_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Terms that training augmentation never uses, by group, for families whose groups are too small
+    to split by hash (religions, gendered nouns). Empty: about one term in five is held out."""
 
     def __post_init__(self) -> None:
         where = f"probe family {self.name!r}"
@@ -50,7 +60,10 @@ class ProbeFamily:
             raise InvalidInputError(f"{where}: slot must be a name like 'country', not {self.slot!r}")
         if not self.templates:
             raise InvalidInputError(f"{where} has no templates")
-        for template in self.templates:
+        shared = sorted(set(self.templates) & set(self.heldout_templates))
+        if shared:
+            raise InvalidInputError(f"{where}: templates in both halves: {shared[:3]}")
+        for template in self.templates + self.heldout_templates:
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
             except ValueError as e:
@@ -64,7 +77,11 @@ class ProbeFamily:
                 )
         if len(self.groups) < 2:
             raise InvalidInputError(f"{where} needs at least two groups to compare, has {len(self.groups)}")
-        for group, terms in self.groups.items():
+        for group, terms in self.heldout_groups.items():
+            shared = sorted(set(terms) & set(self.groups.get(group, ())))
+            if shared:
+                raise InvalidInputError(f"{where}: group {group!r} has terms in both halves: {shared}")
+        for group, terms in [*self.groups.items(), *self.heldout_groups.items()]:
             if not terms or any(not isinstance(t, str) or not t.strip() for t in terms):
                 raise InvalidInputError(f"{where}: group {group!r} is empty or holds an empty term")
 
@@ -82,6 +99,11 @@ class ProbeFamily:
             name=str(data["name"]),
             slot=str(data["slot"]),
             templates=tuple(data["templates"]),
+            heldout_templates=tuple(data.get("heldout_templates") or ()),
+            heldout_groups={
+                str(g): tuple(t if isinstance(t, list) else [t])
+                for g, t in (data.get("heldout_groups") or {}).items()
+            },
             groups={str(g): tuple(t if isinstance(t, list) else [t]) for g, t in groups.items()},
         )
 
@@ -130,6 +152,48 @@ def load_families(path: str | Path | None = None, *, builtin: bool = True) -> li
     return families
 
 
+# Families whose terms cannot be split (three pronouns): both halves use every term, and only the
+# templates differ.
+TEMPLATE_SPLIT_ONLY = ("pronoun",)
+_HOLDOUT_EVERY = 5
+
+
+def is_heldout_term(term: str) -> bool:
+    """Whether ``term`` belongs to the held-out half: about one term in five, decided by a hash of the
+    term itself, so that a name in two families is held out in both."""
+    return zlib.crc32(term.lower().encode()) % _HOLDOUT_EVERY == 0
+
+
+def _split(terms: Sequence[str]) -> tuple[list[str], list[str]]:
+    return [t for t in terms if not is_heldout_term(t)], [t for t in terms if is_heldout_term(t)]
+
+
+def half_families(families: Sequence[ProbeFamily], half: str) -> list[ProbeFamily]:
+    """The families restricted to one half: ``"train"`` (the templates and terms that training
+    augmentation may use) or ``"heldout"`` (those it never uses; a family's held-out templates, or its
+    only templates when it has no split). Families left with fewer than two groups are dropped."""
+    if half not in ("train", "heldout"):
+        raise InvalidInputError(f"half must be 'train' or 'heldout', not {half!r}")
+    keep_heldout = half == "heldout"
+    out = []
+    for family in families:
+        templates = family.heldout_templates or family.templates if keep_heldout else family.templates
+        if family.name in TEMPLATE_SPLIT_ONLY:
+            groups = dict(family.groups)
+        elif family.heldout_groups:
+            groups = dict(family.heldout_groups if keep_heldout else family.groups)
+        elif all(len(t) == 1 for t in family.groups.values()):
+            # Single-term groups (one country each) are held out as whole groups; larger ones by term.
+            seen, held = _split(list(family.groups))
+            groups = {g: family.groups[g] for g in (held if keep_heldout else seen)}
+        else:
+            groups = {g: tuple(_split(t)[1 if keep_heldout else 0]) for g, t in family.groups.items()}
+            groups = {g: t for g, t in groups.items() if t}
+        if len(groups) >= 2:
+            out.append(ProbeFamily(family.name, family.slot, tuple(templates), groups))
+    return out
+
+
 @dataclass
 class AuditConfig(Config):
     """What ``distilsent audit`` probes and how it judges; every field is also a CLI flag."""
@@ -149,8 +213,8 @@ class AuditConfig(Config):
     report: str | None = None
     """Directory for audit.json, report.md, report.html and one bar chart per family."""
     heldout: bool = False
-    """Probe only the terms ``train --augment counterfactual`` holds out, to check that a mitigation
-    generalises beyond the terms it trained on."""
+    """Probe only the held-out half (templates and terms no training augmentation uses); by default
+    both halves are probed, and a family passes or fails on its held-out half."""
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
@@ -193,6 +257,8 @@ class FamilyResult:
     """How many sentence pairs (same template, different terms) get different labels."""
     pairs: int
     passed: bool
+    heldout: FamilyResult | None = None
+    """The same family on its held-out half; when present, ``passed`` is its verdict."""
 
 
 @dataclass
@@ -285,18 +351,48 @@ def audit(
         raise DataError(f"unknown probe families {unknown}; known: {', '.join(known)}")
     scorer = positive_scorer(clf)
     result = AuditResult(model=model or str(getattr(clf, "model_dir", "")), threshold=config.threshold)
-    for family in families:
-        if wanted and family.name not in wanted:
-            continue
-        result.families.append(
-            audit_family(
-                family, scorer, threshold=config.threshold, bootstrap=config.bootstrap, seed=config.seed
-            )
+    chosen = [f for f in families if not wanted or f.name in wanted]
+
+    def run(family: ProbeFamily) -> FamilyResult:
+        return audit_family(
+            family, scorer, threshold=config.threshold, bootstrap=config.bootstrap, seed=config.seed
         )
+
+    for family in chosen:
+        seen, held = half_families([family], "train"), half_families([family], "heldout")
+        if config.heldout or not seen:
+            result.families += [run(f) for f in held]
+            continue
+        row = run(seen[0])
+        if held:
+            row.heldout = run(held[0])
+            row.passed = row.heldout.passed
+        result.families.append(row)
     return result
 
 
-def _chart(family: FamilyResult, path: Path, threshold: float) -> None:
+def format_table(result: AuditResult) -> str:
+    """The audit as a text table: the gap on the train half (what augmentation may have learned) and,
+    for the verdict, everything else on the held-out half."""
+    width = max([len(f.name) for f in result.families] + [6])
+    lines = [
+        f"{'family':<{width}}  groups  gap train  gap held-out  {'held-out lowest':<26}  "
+        f"{'held-out highest':<26}  95 % interval  flips            result"
+    ]
+    for f in result.families:
+        h = f.heldout or f
+        lo, hi = h.groups[0], h.groups[-1]
+        train = f"{f.gap:.2f}" if f.heldout else "—"
+        lines.append(
+            f"{f.name:<{width}}  {len(h.groups):>6}  {train:>9}  {h.gap:>12.2f}  "
+            f"{f'{lo.name[:20]} {lo.mean:.2f}':<26}  {f'{hi.name[:20]} {hi.mean:.2f}':<26}  "
+            f"[{h.gap_low:.2f}, {h.gap_high:.2f}]   {f'{h.flipped_pairs}/{h.pairs}':<15}  "
+            f"{'pass' if f.passed else 'FAIL'}"
+        )
+    return "\n".join(lines)
+
+
+def _chart(family: FamilyResult, path: Path, threshold: float, passed: bool) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -313,7 +409,7 @@ def _chart(family: FamilyResult, path: Path, threshold: float) -> None:
     ax.set_xlim(0, 1)
     ax.axvline(0.5, color="#888", lw=0.8, ls=":")
     ax.set_xlabel("mean P(positive), with bootstrap 95 % interval")
-    verdict = "pass" if family.passed else "FAIL"
+    verdict = "pass" if passed else "FAIL"
     ax.set_title(f"{family.name}: gap {family.gap:.2f} (threshold {threshold:.2f}) — {verdict}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -333,20 +429,26 @@ def write_report(result: AuditResult, directory: str | Path) -> Path:
         f"Threshold on the gap in mean P(positive) between groups: {result.threshold:.2f}. "
         f"Overall: **{'pass' if result.passed else 'FAIL'}**.",
         "",
-        "| family | groups | lowest | highest | gap | 95 % interval | label flips | result |",
-        "|---|---|---|---|---|---|---|---|",
+        "A family is judged on its held-out half: templates and terms that no training augmentation "
+        "uses. The train column is the gap on the half that augmentation may use.",
+        "",
+        "| family | groups | gap train | gap held-out | lowest | highest | 95 % interval | label flips "
+        "| result |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     body = []
-    for f in result.families:
+    for row in result.families:
+        f = row.heldout or row
         lo, hi = f.groups[0], f.groups[-1]
         md.append(
-            f"| {f.name} | {len(f.groups)} | {lo.name} {lo.mean:.2f} | {hi.name} {hi.mean:.2f} | "
-            f"{f.gap:.2f} | [{f.gap_low:.2f}, {f.gap_high:.2f}] | {f.flipped_pairs}/{f.pairs} pairs | "
-            f"{'pass' if f.passed else 'FAIL'} |"
+            f"| {row.name} | {len(f.groups)} | {f'{row.gap:.2f}' if row.heldout else '—'} | {f.gap:.2f} | "
+            f"{lo.name} {lo.mean:.2f} | {hi.name} {hi.mean:.2f} | "
+            f"[{f.gap_low:.2f}, {f.gap_high:.2f}] | {f.flipped_pairs}/{f.pairs} pairs | "
+            f"{'pass' if row.passed else 'FAIL'} |"
         )
         chart = f"{f.name}.png"
         try:
-            _chart(f, directory / chart, result.threshold)
+            _chart(f, directory / chart, result.threshold, row.passed)
         except ImportError:
             raise MissingExtraError("audit charts", "audit", "matplotlib") from None
         body.append(f"\n## {f.name}\n\n![{f.name}]({chart})\n")
@@ -356,13 +458,15 @@ def write_report(result: AuditResult, directory: str | Path) -> Path:
                 f"- {x.negative} ({x.p_negative:.2f}) / {x.positive} ({x.p_positive:.2f})" for x in f.flips
             ]
     (directory / "report.md").write_text("\n".join(md + body) + "\n")
+    shown = [(row, row.heldout or row) for row in result.families]
     rows = "".join(
         f"<tr><td>{html.escape(f.name)}</td><td>{len(f.groups)}</td>"
+        f"<td>{f'{row.gap:.2f}' if row.heldout else '—'}</td><td>{f.gap:.2f}</td>"
         f"<td>{html.escape(f.groups[0].name)} {f.groups[0].mean:.2f}</td>"
-        f"<td>{html.escape(f.groups[-1].name)} {f.groups[-1].mean:.2f}</td><td>{f.gap:.2f}</td>"
+        f"<td>{html.escape(f.groups[-1].name)} {f.groups[-1].mean:.2f}</td>"
         f"<td>[{f.gap_low:.2f}, {f.gap_high:.2f}]</td><td>{f.flipped_pairs}/{f.pairs}</td>"
-        f"<td>{'pass' if f.passed else '<b>FAIL</b>'}</td></tr>"
-        for f in result.families
+        f"<td>{'pass' if row.passed else '<b>FAIL</b>'}</td></tr>"
+        for row, f in shown
     )
     sections = "".join(
         f"<h2>{html.escape(f.name)}</h2><img src='{html.escape(f.name)}.png' alt='{html.escape(f.name)}'>"
@@ -377,16 +481,18 @@ def write_report(result: AuditResult, directory: str | Path) -> Path:
             if f.flips
             else ""
         )
-        for f in result.families
+        for _, f in shown
     )
     (directory / "report.html").write_text(
         f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>distilsent audit</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto}}
 td,th{{border-bottom:1px solid #ddd;padding:.3rem .5rem}}table{{border-collapse:collapse}}</style></head>
 <body><h1>Bias audit of {html.escape(result.model)}</h1>
-<p>Threshold {result.threshold:.2f} on the gap in mean P(positive). Overall:
-<b>{"pass" if result.passed else "FAIL"}</b>.</p>
-<table><tr><th>family</th><th>groups</th><th>lowest</th><th>highest</th><th>gap</th><th>95 % interval</th>
+<p>Threshold {result.threshold:.2f} on the gap in mean P(positive), judged on the held-out half
+(templates and terms no training augmentation uses).
+Overall: <b>{"pass" if result.passed else "FAIL"}</b>.</p>
+<table><tr><th>family</th><th>groups</th><th>gap train</th><th>gap held-out</th><th>lowest</th>
+<th>highest</th><th>95 % interval</th>
 <th>label flips</th><th>result</th></tr>{rows}</table>{sections}</body></html>
 """
     )

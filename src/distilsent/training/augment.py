@@ -3,64 +3,31 @@
 A sentence that names a country, nationality, religion, first name or gendered noun from the audit's
 probe families gets ``copies`` extra copies in which that term is replaced by a term of another group
 of the same family, with the same label — so the model sees the sentiment does not depend on it.
-About one term in five (chosen by a hash of the term) is held out: never used as a replacement, so
-an audit restricted to the held-out terms (:func:`heldout_families`) checks that the fix generalises
-beyond the names it saw.
+Only the train half of the audit's terms is used (:func:`distilsent.fairness.audit.half_families`):
+the held-out terms and templates, on which the audit passes or fails a family, are never trained on.
 """
 
 from __future__ import annotations
 
 import random
 import re
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from distilsent.core.errors import InvalidInputError
-from distilsent.fairness.audit import ProbeFamily, load_families
+from distilsent.fairness.audit import ProbeFamily, half_families, load_families
 
-__all__ = ["AugmentStats", "counterfactual", "heldout_families", "inserted_pairs", "training_families"]
+__all__ = ["AugmentStats", "counterfactual", "inserted_pairs", "training_families"]
 
 # Pronouns change verb agreement ("they were"); swapping them would write ungrammatical sentences.
 _SKIPPED = ("pronoun",)
-_HOLDOUT_EVERY = 5
-
-
-def _held_out(term: str) -> bool:
-    # Decided by the term itself, so a name in two families is held out in both.
-    return zlib.crc32(term.lower().encode()) % _HOLDOUT_EVERY == 0
-
-
-def _split(terms: Sequence[str]) -> tuple[list[str], list[str]]:
-    return [t for t in terms if not _held_out(t)], [t for t in terms if _held_out(t)]
 
 
 def training_families(families: Sequence[ProbeFamily] | None = None) -> list[ProbeFamily]:
-    """The families with their held-out terms removed (what augmentation may use)."""
-    return _restrict(families, keep_heldout=False)
-
-
-def heldout_families(families: Sequence[ProbeFamily] | None = None) -> list[ProbeFamily]:
-    """The families restricted to their held-out terms (groups left with none are dropped)."""
-    return _restrict(families, keep_heldout=True)
-
-
-def _restrict(families: Sequence[ProbeFamily] | None, *, keep_heldout: bool) -> list[ProbeFamily]:
-    out = []
-    for family in families if families is not None else load_families():
-        if family.name in _SKIPPED:
-            continue
-        # Single-term groups (one country each) are held out as whole groups; larger ones by term.
-        if all(len(t) == 1 for t in family.groups.values()):
-            seen, held = _split(list(family.groups))
-            chosen = held if keep_heldout else seen
-            groups = {g: family.groups[g] for g in chosen}
-        else:
-            groups = {g: tuple(_split(t)[1 if keep_heldout else 0]) for g, t in family.groups.items()}
-            groups = {g: t for g, t in groups.items() if t}
-        if len(groups) >= 2:
-            out.append(ProbeFamily(family.name, family.slot, family.templates, groups))
-    return out
+    """The audit's families restricted to their train half (the terms augmentation may use), less
+    those whose terms cannot be swapped."""
+    chosen = families if families is not None else load_families()
+    return [f for f in half_families(chosen, "train") if f.name not in _SKIPPED]
 
 
 @dataclass

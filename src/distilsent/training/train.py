@@ -31,6 +31,8 @@ from distilsent.training import card
 
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
+AUGMENTATIONS = ("counterfactual", "check")
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "train_config.json"
@@ -95,8 +97,17 @@ class TrainConfig(Config):
     save_total_limit: int = 2
     """Checkpoints kept for resuming (the best one is always kept as well)."""
     augment: str | None = None
-    """'counterfactual': add copies of training sentences with identity terms (countries, nationalities,
-    religions, names, gendered nouns) swapped across groups, same label; see distilsent.augment."""
+    """Comma-separated augmentations: 'counterfactual' adds copies of training sentences with identity
+    terms (countries, nationalities, religions, names, gendered nouns) swapped across groups, same
+    label (see distilsent.training.augment); 'check' adds the sentences of the train halves of the
+    behavioural tests (``distilsent check``): minimum-functionality cases with their expected label,
+    and invariance pairs for the consistency loss, labelled by the starting model."""
+    check_tests: str | None = None
+    """With augment 'check': a check file (YAML) whose train halves are used besides the shipped ones."""
+    check_samples: int = 200
+    """With augment 'check': cases drawn per template of a train half at most."""
+    check_copies: int = 3
+    """With augment 'check': how many times each minimum-functionality sentence is added."""
     augment_copies: int = 2
     """With augment: copies per sentence that names an identity term."""
     augment_insert: int = 0
@@ -121,6 +132,10 @@ class TrainConfig(Config):
 
     subcommand: ClassVar[str] = "train"
 
+    def augmentations(self) -> list[str]:
+        """The names in ``augment``, in order."""
+        return [a.strip() for a in (self.augment or "").split(",") if a.strip()]
+
     def __post_init__(self) -> None:
         positive = {
             "learning_rate": self.learning_rate,
@@ -139,13 +154,20 @@ class TrainConfig(Config):
             raise InvalidInputError(f"max_length must be between 8 and 512 tokens, got {self.max_length}")
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise InvalidInputError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.augment not in (None, "counterfactual"):
-            raise InvalidInputError(f"augment must be 'counterfactual' (or unset), not {self.augment!r}")
+        unknown = sorted(set(self.augmentations()) - set(AUGMENTATIONS))
+        if unknown:
+            raise InvalidInputError(
+                f"augment must be a comma-separated list of {', '.join(AUGMENTATIONS)}; unknown: {unknown}"
+            )
+        if self.check_samples < 1 or self.check_copies < 1:
+            raise InvalidInputError("check_samples and check_copies must be at least 1")
+        if self.check_tests is not None and "check" not in self.augmentations():
+            raise InvalidInputError("check_tests is for the 'check' augmentation: add --augment check")
         if self.augment_copies < 1:
             raise InvalidInputError(f"augment_copies must be at least 1, got {self.augment_copies}")
         if self.augment_insert < 0:
             raise InvalidInputError(f"augment_insert must not be negative, got {self.augment_insert}")
-        if self.augment_insert and self.augment is None:
+        if self.augment_insert and "counterfactual" not in self.augmentations():
             raise InvalidInputError(
                 "augment_insert is part of the augmentation: add --augment counterfactual"
             )
@@ -290,8 +312,10 @@ class _PairCollator:
         import torch
 
         rows = [i for i, f in enumerate(features) if "pair_input_ids" in f]
-        own = ("pair_", "teacher_")
+        own = ("pair_", "teacher_", "free")
         batch = self._pad([{k: v for k, v in f.items() if not k.startswith(own)} for f in features])
+        if any("free" in f for f in features):
+            batch["free_rows"] = torch.tensor(["free" in f for f in features])
         if "teacher_logits" in features[0]:
             batch["teacher_logits"] = torch.tensor([f["teacher_logits"] for f in features])
         if rows:
@@ -348,6 +372,7 @@ def _pairing_trainer(
             pair_mask = inputs.pop("pair_attention_mask", None)
             rows = inputs.pop("pair_rows", None)
             targets = inputs.pop("teacher_logits", None)
+            free = inputs.pop("free_rows", None)
             if targets is None or soft is None:
                 loss, outputs = super().compute_loss(
                     model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
@@ -368,6 +393,8 @@ def _pairing_trainer(
                 unpaired[rows] = False
                 log_q = model(input_ids=pair_ids, attention_mask=pair_mask).logits.float().log_softmax(-1)
                 loss = loss + consistency * _gap(log_p[rows], log_q).mean()
+            if free is not None:
+                unpaired &= ~free.to(unpaired.device)
             if teacher is not None and unpaired.any():
                 with torch.no_grad():
                     kept = teacher.to(model.device)(
@@ -486,7 +513,9 @@ def train(
     train_texts = train_data.texts
     copy_sources: dict[int, int] = {}  # training row of a counterfactual copy -> row it was made from
     seconds: list[str] = []  # for each inserted sentence, in order: its version naming another group
-    if config.augment == "counterfactual":
+    second_rows: list[int] = []  # the training row of each of those sentences
+    free_rows: set[int] = set()  # rows not held to the starting model's scores (check sentences)
+    if "counterfactual" in config.augmentations():
         from distilsent.training.augment import counterfactual, inserted_pairs
 
         originals = train_texts
@@ -505,19 +534,34 @@ def train(
             firsts, labels, seconds = inserted_pairs(
                 originals, train_ids[: len(originals)], pairs=config.augment_insert, seed=config.seed
             )
+            second_rows += range(len(train_texts), len(train_texts) + len(firsts))
             train_texts, train_ids = train_texts + firsts, train_ids + labels
             logger.warning("%d sentences with an inserted identity term added", len(firsts))
+    if "check" in config.augmentations():
+        texts, ids, firsts, seconds_ = _check_augmentation(config, init_dir, id2label)
+        free_rows = set(range(len(train_texts), len(train_texts) + len(texts)))
+        train_texts, train_ids = train_texts + texts, train_ids + ids
+        if config.consistency > 0:
+            second_rows += range(len(train_texts), len(train_texts) + len(firsts))
+            train_texts, train_ids = train_texts + firsts, train_ids + _labels_by(init_dir, firsts)
+            seconds = seconds + seconds_
+        logger.warning(
+            "check augmentation: %d labelled sentences and %d invariance pairs from the train halves",
+            len(texts),
+            len(firsts) if config.consistency > 0 else 0,
+        )
     train_set = _tokenize(tokenizer, train_texts, train_ids, config.max_length)
+    for row in free_rows:
+        train_set[row]["free"] = 1
     if config.consistency > 0:
         # A copy's original is already tokenized in the training set; only inserted pairs are new.
         for row, source in copy_sources.items():
             train_set[row]["pair_input_ids"] = train_set[source]["input_ids"]
-        first_inserted = len(train_set) - len(seconds)
         encoded = (
             tokenizer(seconds, truncation=True, max_length=config.max_length)["input_ids"] if seconds else []
         )
-        for k, ids in enumerate(encoded):
-            train_set[first_inserted + k]["pair_input_ids"] = ids
+        for row, ids in zip(second_rows, encoded, strict=True):
+            train_set[row]["pair_input_ids"] = ids
     if soft_targets is not None:
         extra = soft_targets.extra_texts(list(train_data.texts))
         if extra:
@@ -630,6 +674,31 @@ def train(
     return TrainResult(
         output=output, best_metrics=best, history=history, seconds=seconds, dev_metrics=final_dev
     )
+
+
+def _check_augmentation(
+    config: TrainConfig, init_dir: Path, id2label: dict[int, str]
+) -> tuple[list[str], list[int], list[str], list[str]]:
+    """From the train halves of the behavioural tests: mft sentences (``check_copies`` times each) with
+    their expected label's id, and the (original, variant) pairs of the invariance tests."""
+    from distilsent.evaluation.check import load_suite, training_examples
+
+    suite = load_suite(config.check_tests, labels=list(id2label.values()))
+    labelled, pairs = training_examples(suite, samples=config.check_samples, seed=config.seed)
+    ids = {name.upper(): k for k, name in id2label.items()}
+    texts = [text for text, _ in labelled for _ in range(config.check_copies)]
+    labels = [ids[label] for _, label in labelled for _ in range(config.check_copies)]
+    return texts, labels, [a for a, _ in pairs], [b for _, b in pairs]
+
+
+def _labels_by(model_dir: Path, texts: list[str]) -> list[int]:
+    """The starting model's labels for ``texts``: the invariance pairs' originals have no gold label."""
+    if not texts:
+        return []
+    from distilsent.core.classifier import Classifier, LoadConfig
+
+    clf = Classifier(LoadConfig(model=str(model_dir), backend="torch", dtype="fp32"))
+    return [int(k) for k in clf.predict_proba(texts).argmax(1)]
 
 
 def _describe(data: LabelledData) -> dict[str, Any]:
