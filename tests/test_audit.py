@@ -62,7 +62,7 @@ def test_verdict_is_the_heldout_half() -> None:
         "f",
         "x",
         ("A {x} film.",),
-        {"a": ("alpha",), "b": ("gamma",)},
+        {"a": ("blue",), "b": ("gamma",)},  # neither held out by the hash
         ("The {x} show.",),
         {"a": ("beta",), "b": ("delta",)},
     )
@@ -72,9 +72,7 @@ def test_verdict_is_the_heldout_half() -> None:
 
         def predict_proba(self, texts: list[str]) -> np.ndarray:
             # Biased on the train template only: the held-out template scores every term alike.
-            p = np.array(
-                [0.9 if t.startswith("A ") and ("alpha" in t or "beta" in t) else 0.5 for t in texts]
-            )
+            p = np.array([0.9 if t == "A blue film." else 0.5 for t in texts])
             return np.stack([1 - p, p], axis=1)
 
     result = audit(Stub(), [family], AuditConfig(bootstrap=200))

@@ -49,8 +49,8 @@ class ProbeFamily:
     """Templates that training augmentation never uses; the audit judges a family on them (with its
     held-out terms). Empty: the family has one set of templates, used for both halves."""
     heldout_groups: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """Terms that training augmentation never uses, by group, for families whose groups are too small
-    to split by hash (religions, gendered nouns). Empty: about one term in five is held out."""
+    """More held-out terms, by group, for families whose groups are too small for the hash alone to
+    leave every group a held-out term (religions, gendered nouns); added to the hash's held-out terms."""
 
     def __post_init__(self) -> None:
         where = f"probe family {self.name!r}"
@@ -181,7 +181,12 @@ def half_families(families: Sequence[ProbeFamily], half: str) -> list[ProbeFamil
         if family.name in TEMPLATE_SPLIT_ONLY:
             groups = dict(family.groups)
         elif family.heldout_groups:
-            groups = dict(family.heldout_groups if keep_heldout else family.groups)
+            # The listed held-out terms, plus the terms the hash holds out, so that the train half
+            # is what it has always been and no term is ever in both.
+            groups = {g: tuple(_split(t)[1 if keep_heldout else 0]) for g, t in family.groups.items()}
+            if keep_heldout:
+                groups = {g: groups.get(g, ()) + tuple(t) for g, t in family.heldout_groups.items()}
+            groups = {g: t for g, t in groups.items() if t}
         elif all(len(t) == 1 for t in family.groups.values()):
             # Single-term groups (one country each) are held out as whole groups; larger ones by term.
             seen, held = _split(list(family.groups))
