@@ -385,7 +385,7 @@ def _parse_test(data: Any, path: Path, lexicons: dict[str, Any], labels: set[str
         halves=halves,
         capability=str(data.get("capability", "")),
         description=str(data.get("description", "")),
-        expect=expect if kind == "mft" else (expect if kind == "dir" else None),
+        expect=expect,  # an inv test with an expectation was refused above
         threshold=float(threshold),
         tolerance=float(tolerance),
         perturb=perturb,
