@@ -48,10 +48,15 @@ def main() -> None:
         print(f"ship_default: {e}", file=sys.stderr)
         sys.exit(2)
     # The retrained model's train_config.json says "init: default"; keep the record of how that
-    # default was trained in the first place.
-    first_recipe = target / "train_config.base.json"
-    if (target / "train_config.json").is_file() and not first_recipe.exists():
-        shutil.copyfile(target / "train_config.json", first_recipe)
+    # default was trained: the first recipe as train_config.base.json, each later update's as
+    # train_config.updateN.json.
+    if (target / "train_config.json").is_file():
+        first_recipe = target / "train_config.base.json"
+        earlier = len(list(target.glob("train_config.update*.json")))
+        kept = (
+            first_recipe if not first_recipe.exists() else target / f"train_config.update{earlier + 1}.json"
+        )
+        shutil.copyfile(target / "train_config.json", kept)
     for name in _COPIED:
         if (args.trained / name).is_file():
             shutil.copyfile(args.trained / name, target / name)

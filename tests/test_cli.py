@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import distilsent
 from distilsent.cli import main
 from helpers import SCORE_ABS
 
@@ -235,3 +236,48 @@ def test_distill_help_lists_its_options(capsys) -> None:
     out = capsys.readouterr().out
     for flag in ("--teacher", "--temperature", "--alpha", "--transfer", "--word-copies", "--select-on"):
         assert flag in out
+
+
+def test_out_of_scope_text_is_flagged_or_gets_an_error_row(tiny_model_dir: Path, capsys) -> None:
+    code, out, _ = run(["classify", "-m", str(tiny_model_dir), "good film", "🎉🎉"], capsys)
+    rows = [line.split("\t") for line in out.splitlines()]
+    assert code == 0 and len(rows[0]) == 3 and rows[1][2:] == ["🎉🎉", "warning: no known words"]
+    code, out, err = run(
+        ["classify", "-m", str(tiny_model_dir), "--on-out-of-scope", "error", "good", "🎉", "bad"], capsys
+    )
+    rows = out.splitlines()
+    assert code == 0 and len(rows) == 3
+    assert rows[1] == "ERROR\t\tinput 2 is out of scope (no known words)" and "input 2" in err
+    code, out, err = run(
+        [
+            "classify",
+            "-m",
+            str(tiny_model_dir),
+            "--on-out-of-scope",
+            "error",
+            "--strict",
+            "good",
+            "🎉",
+            "bad",
+        ],
+        capsys,
+    )
+    assert code == 2 and out.splitlines() == [out.splitlines()[0]] and "--strict" in err
+    code, out, _ = run(
+        ["classify", "-m", str(tiny_model_dir), "--json", "--on-out-of-scope", "neutral", "🎉"], capsys
+    )
+    assert json.loads(out)["label"] == "NEUTRAL" and json.loads(out)["warning"] == "no known words"
+
+
+def test_jsonl_text_pair_is_classified_as_a_pair(tiny_model_dir: Path, stdin, capsys) -> None:
+    stdin(
+        b'{"text": "good film", "text_pair": "bad plot"}\n{"text": "fun"}\n{"text": "a", "text_pair": ""}\n'
+    )
+    code, out, _ = run(["classify", "-m", str(tiny_model_dir), "--input-format", "jsonl", "--json"], capsys)
+    rows = [json.loads(line) for line in out.splitlines()]
+    clf = distilsent.load(tiny_model_dir, device="cpu")
+    assert code == 0 and rows[0]["score"] == pytest.approx(
+        clf.predict(("good film", "bad plot")).score, abs=1e-6
+    )
+    assert rows[1]["score"] == pytest.approx(clf.predict("fun").score, abs=1e-6)
+    assert rows[2] == {"error": 'stdin line 3: "text_pair" is empty'}

@@ -80,3 +80,22 @@ def _dev() -> Path:
     from helpers import SST2
 
     return SST2 / "dev.tsv"
+
+
+def test_eval_with_a_text_pair_column(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    data = tmp_path / "pairs.tsv"
+    pairs = [("good film", "bad plot"), ("the actors", "were wonderful"), ("dull", "not fun"), ("a", "b")]
+    data.write_text(
+        "text\tsecond\tlabel\n" + "".join(f"{a}\t{b}\t{i % 2}\n" for i, (a, b) in enumerate(pairs))
+    )
+    clf = load(tiny_model_dir, device="cpu")
+    labelled = read_labelled(data, text_pair_column="second")
+    assert labelled.inputs() == pairs
+    result = evaluate(clf, labelled)
+    expected = clf.predict(pairs)
+    assert [clf.labels[i] for i in result.probs.argmax(1)] == [p.label for p in expected]
+    assert result.texts[0] == "good film [SEP] bad plot"
+    assert main(["eval", str(data), "--model", str(tiny_model_dir), "--text-pair-column", "second"]) == 0
+    assert f"({len(pairs)} texts)" in capsys.readouterr().out
+    with pytest.raises(DataError, match="no text pair column 'third'"):
+        read_labelled(data, text_pair_column="third")

@@ -424,6 +424,41 @@ def test_metrics_info_and_openapi(classifier: distilsent.Classifier) -> None:
     run_app(scenario, classifier)
 
 
+def test_tei_metrics_and_timing_headers(classifier: distilsent.Classifier) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/predict", json={"inputs": [["good film"], ["bad film"]]})
+        assert r.status_code == 200
+        assert r.headers["x-compute-type"] == "cpu"
+        assert int(r.headers["x-compute-characters"]) == len("good film") + len("bad film")
+        assert int(r.headers["x-compute-tokens"]) == sum(
+            len(ids) for ids in classifier.tokenizer.encode(["good film", "bad film"])
+        )
+        times = {
+            k: int(r.headers[f"x-{k}-time"])
+            for k in ("compute", "total", "tokenization", "queue", "inference")
+        }
+        assert (
+            times["compute"]
+            == times["total"]
+            >= max(times["tokenization"], times["queue"], times["inference"])
+        )
+        await client.post("/predict", json={"inputs": "good"})
+        long = " ".join(["word"] * 600)
+        r = await client.post("/predict", json={"inputs": long, "truncate": False})
+        assert r.status_code == 422
+        text = (await client.get("/metrics")).text
+        assert 'te_request_count{method="batch"} 1.0' in text
+        assert 'te_request_count{method="single"} 2.0' in text
+        assert 'te_request_success{method="single"} 1.0' in text
+        assert 'te_request_failure{err="validation"} 1.0' in text
+        assert "te_request_duration_count 2.0" in text and "te_request_inference_duration_count 2.0" in text
+        assert "te_request_queue_duration_bucket" in text and "te_request_tokenization_duration_sum" in text
+        assert "te_batch_next_size_count" in text and "te_batch_next_tokens_count" in text
+        assert "te_queue_size 0.0" in text
+
+    run_app(scenario, classifier)
+
+
 def test_concurrent_requests_share_model_calls(classifier: distilsent.Classifier) -> None:
     texts = [f"review number {i} was {'great' if i % 2 else 'bad'}" for i in range(50)]
     expected = [p.to_dict() for p in classifier.predict(texts)]
@@ -605,6 +640,24 @@ def test_a_lone_surrogate_is_a_422_on_every_route(classifier: distilsent.Classif
         assert_error(r, 422, "inputs[1]: text is not valid UTF-8")
         r = await client.post("/v1/classify", json={"inputs": "good film"})  # the server is still fine
         assert r.status_code == 200
+
+    run_app(scenario, classifier)
+
+
+def test_out_of_scope_texts_carry_a_warning_or_are_refused(classifier: distilsent.Classifier) -> None:
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        r = await client.post("/v1/classify", json={"inputs": ["good film", "🎉🎉"]})
+        assert r.status_code == 200
+        assert [p.get("warning") for p in r.json()] == [None, "no known words"]
+        r = await client.post("/v1/classify", json={"inputs": "🎉", "on_out_of_scope": "neutral"})
+        assert r.json()["label"] == "NEUTRAL" and r.json()["warning"] == "no known words"
+        r = await client.post("/v1/classify", json={"inputs": ["good", "🎉"], "on_out_of_scope": "error"})
+        assert_error(r, 422, "texts[1] is out of scope (no known words)")
+        r = await client.post("/v1/classify", json={"inputs": "good", "on_out_of_scope": "drop"})
+        assert r.status_code == 422
+        # TEI's answer has no place for a warning: its shape is unchanged.
+        r = await client.post("/predict", json={"inputs": "🎉"})
+        assert r.status_code == 200 and {x["label"] for x in r.json()} == {"NEGATIVE", "POSITIVE"}
 
     run_app(scenario, classifier)
 

@@ -110,7 +110,7 @@ def _stdin_records(
             yield (*record, None)
 
 
-def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
+def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str | tuple[str, str]] | None:
     line = utf8_line(raw).rstrip("\r\n")
     if fmt == "text":
         if not line.strip():
@@ -123,6 +123,11 @@ def _parse_line(raw: bytes, fmt: str) -> tuple[Any, str] | None:
     problem = text_problem(text)
     if problem is not None:
         raise DataError(f'"text" {problem}')
+    if "text_pair" in obj:  # the pipeline's {"text", "text_pair"}: one pair
+        problem = text_problem(obj["text_pair"])
+        if problem is not None:
+            raise DataError(f'"text_pair" {problem}')
+        return obj.get("id"), (text, obj["text_pair"])
     return obj.get("id"), text
 
 
@@ -142,6 +147,23 @@ def _progress(enabled: bool) -> Any:
         console=Console(stderr=True),
         transient=True,
     )
+
+
+def _predict_mixed(clf: Any, texts: list[Any], **options: Any) -> list[Any]:
+    """Predictions for texts mixed with ``(text, text_pair)`` tuples (JSONL lines with a
+    ``text_pair``), in order: each kind is classified its own way."""
+    if not texts:
+        return []
+    pair_rows = [i for i, t in enumerate(texts) if isinstance(t, tuple)]
+    if not pair_rows:
+        return clf.predict(texts, **options)
+    single_rows = [i for i, t in enumerate(texts) if not isinstance(t, tuple)]
+    out: list[Any] = [None] * len(texts)
+    for rows in (single_rows, pair_rows):
+        if rows:
+            for i, pred in zip(rows, clf.predict([texts[i] for i in rows], **options)):
+                out[i] = pred
+    return out
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
@@ -164,31 +186,56 @@ def cmd_classify(args: argparse.Namespace) -> int:
         else ((None, t, None) for t in args.texts)
     )
     show = sys.stdout.isatty() and sys.stderr.isatty() and (from_stdin or len(args.texts) >= _PROGRESS_MIN)
-    seen = 0
+    seen = records_before = 0
     with _progress(show) as bar:
         task = bar.add_task("classify", total=None if from_stdin else len(args.texts)) if bar else None
         while chunk := list(itertools.islice(records, _CHUNK)):
             texts = [text for _, text, error in chunk if error is None]
+            # 'error' is applied here, line by line, so that one out-of-scope line gets an error row
+            # like any other bad line instead of failing its whole chunk.
+            refuse = clf.config.on_out_of_scope == "error"
             preds = iter(
-                clf.predict(texts, top_k=args.top_k, function_to_apply=args.function_to_apply)
-                if texts
-                else []
+                _predict_mixed(
+                    clf,
+                    texts,
+                    top_k=args.top_k,
+                    function_to_apply=args.function_to_apply,
+                    on_out_of_scope="flag" if refuse else None,
+                )
             )
             lines = []
-            for rid, text, error in chunk:
-                if error is not None:
+            for number, (rid, text, error) in enumerate(chunk, records_before + 1):
+                pred = next(preds) if error is None else None
+                if pred is not None and refuse and pred.warning is not None:
+                    error = f"input {number} is out of scope ({pred.warning})"
+                    if args.strict:
+                        failed.append(DataError(f"{error} (--strict stops at the first such text)"))
+                        break
+                    verb = "skipped" if mode == "skip" else "error row for"
+                    print(f"distilsent: {verb} {error}", file=sys.stderr)
+                    skipped.append(number)
+                    seen -= 1  # counted with the chunk's texts below, but not classified
+                    if mode == "skip":
+                        continue
+                if error is not None or pred is None:
                     lines.append(json.dumps({"error": error}) if args.json else f"ERROR\t\t{error}")
                     continue
-                pred = next(preds)
                 if args.json:
                     obj = pred.to_dict() if rid is None else {"id": rid, **pred.to_dict()}
                     lines.append(json.dumps(obj, ensure_ascii=False))
                 else:
-                    flat = " ".join(text.split())  # type: ignore[union-attr]
-                    lines.append(f"{pred.label}\t{pred.score:.3f}\t{flat}")
-            sys.stdout.write("\n".join(lines) + "\n")
-            sys.stdout.flush()
+                    shown = text if isinstance(text, str) else " [SEP] ".join(text)  # type: ignore[arg-type]
+                    flat = " ".join(shown.split())
+                    # The warning goes last, so that the first three columns keep their meaning.
+                    warning = "" if pred.warning is None else f"\twarning: {pred.warning}"
+                    lines.append(f"{pred.label}\t{pred.score:.3f}\t{flat}{warning}")
+            records_before += len(chunk)
+            if lines:
+                sys.stdout.write("\n".join(lines) + "\n")
+                sys.stdout.flush()
             seen += len(texts)
+            if failed:
+                break
             if bar:
                 bar.advance(task, len(chunk))
     if failed:
@@ -291,7 +338,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from distilsent.evaluation.evaluate import compare, evaluate, write_report
     from distilsent.formats import read_labelled
 
-    data = read_labelled(args.data, text_column=args.text_column, label_column=args.label_column)
+    data = read_labelled(
+        args.data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        text_pair_column=args.text_pair_column,
+    )
     config = config_from_args(LoadConfig, args)
     result = evaluate(Classifier(config), data)
     comparison = None
@@ -534,6 +586,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", metavar="MODEL", help="a second model, compared with a paired bootstrap")
     p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
     p.add_argument("--label-column", help="column holding the label (default: label or labels)")
+    p.add_argument(
+        "--text-pair-column",
+        help="column holding each text's second text: rows are classified as (text, text_pair) pairs",
+    )
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("calibrate", help="fit temperature scaling on a dev file and store it in the model")

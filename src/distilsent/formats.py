@@ -31,6 +31,12 @@ class LabelledData:
     path: Path
     texts: list[str]
     labels: list[int | str]
+    pairs: list[str] | None = None
+    """Each text's second text (``text_pair``) when the file has a pair column, else None."""
+
+    def inputs(self) -> list[str] | list[tuple[str, str]]:
+        """What a classifier takes: the texts, or ``(text, text_pair)`` tuples."""
+        return self.texts if self.pairs is None else list(zip(self.texts, self.pairs))
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -194,16 +200,22 @@ def read_labelled(
     *,
     text_column: str | None = None,
     label_column: str | None = None,
+    text_pair_column: str | None = None,
     fmt: str = "auto",
 ) -> LabelledData:
-    """Read ``path`` into texts and raw labels; ints stay ints, names stay strings."""
+    """Read ``path`` into texts (and, with ``text_pair_column``, their pairs) and raw labels; ints stay
+    ints, names stay strings."""
     path, columns, rows = _data_rows(path, fmt)
     text_key = _pick(columns, text_column, TEXT_COLUMNS, "text", path)
     label_key = _pick(columns, label_column, LABEL_COLUMNS, "label", path)
+    pair_key = None if text_pair_column is None else _pick(columns, text_pair_column, (), "text pair", path)
     texts: list[str] = []
     labels: list[int | str] = []
+    pairs: list[str] = []
     for number, row in rows:
         text, label = _text(row, text_key, path, number), row.get(label_key)
+        if pair_key is not None:
+            pairs.append(_text(row, pair_key, path, number))
         if label is None or (isinstance(label, str) and not label.strip()):
             raise DataError(f"{path}:{number}: missing label in column {label_key!r}")
         if isinstance(label, bool) or not isinstance(label, (int, str)):
@@ -214,7 +226,7 @@ def read_labelled(
                 label = int(label)
         texts.append(text)
         labels.append(label)
-    return LabelledData(path=path, texts=texts, labels=labels)
+    return LabelledData(path=path, texts=texts, labels=labels, pairs=pairs if pair_key is not None else None)
 
 
 def read_texts(path: str | Path, *, text_column: str | None = None, fmt: str = "auto") -> list[str]:

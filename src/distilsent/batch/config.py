@@ -15,6 +15,7 @@ __all__ = [
     "MANIFEST_VERSION",
     "OUTPUT_FORMATS",
     "ROW_COLUMN",
+    "UID_COLUMN",
     "BatchConfig",
     "BatchSummary",
     "output_format",
@@ -25,6 +26,8 @@ OUTPUT_FORMATS = ("csv", "tsv", "jsonl", "parquet")
 ENGINES = ("local", "ray")
 MANIFEST_VERSION = 1
 ROW_COLUMN = "row"
+UID_COLUMN = "uid"
+"""The Ray engine's id column for inputs without one: unique per row, but not its row number."""
 
 
 @dataclass
@@ -37,6 +40,9 @@ class BatchConfig(Config):
     """Where to write the results; the extension picks the format: .csv, .tsv, .jsonl or .parquet."""
     text_column: str = "text"
     """Column (or JSON field) holding the text; ignored for plain text input."""
+    text_pair_column: str | None = None
+    """Column (or JSON field) holding each text's second text: rows are classified as
+    ``(text, text_pair)`` pairs, as the pipeline's ``{"text", "text_pair"}``. Not for plain text."""
     id_column: str | None = None
     """Column copied to the output to identify each row; default: 'id' when the input has it, else the
     row number (counted from 0, header excluded) in a column named 'row'."""
@@ -75,6 +81,8 @@ class BatchConfig(Config):
             raise InvalidInputError("resume and overwrite contradict each other; pass one")
         if self.engine == "local":
             output_format(self.output)  # validates the extension
+        if self.text_pair_column is not None and self.text_pair_column == self.text_column:
+            raise InvalidInputError("text_pair_column must name another column than text_column")
 
     def input_format(self) -> str:
         if self.format != "auto":

@@ -44,6 +44,12 @@ class Record:
     text: str | None
     kept: dict[str, Any]
     error: str | None = None
+    text_pair: str | None = None
+
+    @property
+    def item(self) -> str | tuple[str, str]:
+        """What the classifier takes for this row: its text, or its ``(text, text_pair)``."""
+        return self.text if self.text_pair is None else (self.text, self.text_pair)  # type: ignore[return-value]
 
 
 # Reading ----------------------------------------------------------------------------------------------
@@ -75,8 +81,11 @@ class Reader:
             self._csv_setup()
         elif self.fmt == "jsonl":
             self._jsonl_setup()
-        elif self.kept or self.id_column not in (None, ROW_COLUMN):
-            raise DataError("plain text input has no columns: --id-column and --keep-columns need CSV/JSONL")
+        elif self.kept or self.id_column not in (None, ROW_COLUMN) or config.text_pair_column:
+            raise DataError(
+                "plain text input has no columns: --id-column, --keep-columns and --text-pair-column "
+                "need CSV/JSONL/Parquet"
+            )
 
     @property
     def id_name(self) -> str:
@@ -114,11 +123,14 @@ class Reader:
         self._require_columns(meta.schema_arrow.names)
 
     def _require_columns(self, names: list[str]) -> None:
-        if self.config.text_column not in names:
-            raise DataError(
-                f"{self.path} has no column {self.config.text_column!r} (columns: {', '.join(names)}); "
-                "pass --text-column"
-            )
+        for column, flag in (
+            (self.config.text_column, "--text-column"),
+            (self.config.text_pair_column, "--text-pair-column"),
+        ):
+            if column is not None and column not in names:
+                raise DataError(
+                    f"{self.path} has no column {column!r} (columns: {', '.join(names)}); pass {flag}"
+                )
         if self.id_column is None and "id" in names:
             self.id_column = "id"
         missing = [c for c in [*self.kept, *([self.id_column] if self.id_column else [])] if c not in names]
@@ -158,7 +170,22 @@ class Reader:
         if self.config.text_column not in obj:
             return Record(row, ident, None, kept, f"field {self.config.text_column!r} is missing")
         text, error = check_text(obj[self.config.text_column])
+        pair_column = self.config.text_pair_column
+        if pair_column is not None and error is None:
+            if pair_column not in obj:
+                return Record(row, ident, None, kept, f"field {pair_column!r} is missing")
+            return self._checked(self._with_pair(Record(row, ident, text, kept), obj[pair_column]))
         return self._checked(Record(row, ident, text, kept, error))
+
+    def _with_pair(self, record: Record, value: Any) -> Record:
+        """``record`` with its text pair, or an error record naming the pair column."""
+        pair, error = check_text(value)
+        if error is not None:
+            return Record(
+                record.row, record.ident, None, record.kept, f"{self.config.text_pair_column}: {error}"
+            )
+        record.text_pair = pair
+        return record
 
     def _csv(self) -> Iterator[Record]:
         with self.path.open("rb") as raw:
@@ -171,7 +198,10 @@ class Reader:
                 text, error = check_text(obj.get(self.config.text_column))
                 if error == "text is missing (null)":
                     error = f"row has no value for column {self.config.text_column!r}"
-                yield self._checked(Record(row, ident, text, kept, error))
+                record = Record(row, ident, text, kept, error)
+                if self.config.text_pair_column is not None and error is None:
+                    record = self._with_pair(record, obj.get(self.config.text_pair_column))
+                yield self._checked(record)
 
     def _checked(self, record: Record) -> Record:
         """``record``, or an error record when its id or a kept column cannot be written as UTF-8
@@ -188,7 +218,13 @@ class Reader:
     def _parquet(self) -> Iterator[Record]:
         import pyarrow.parquet as pq
 
-        wanted = [self.config.text_column, *self.kept, *([self.id_column] if self.id_column else [])]
+        pair_column = self.config.text_pair_column
+        wanted = [
+            self.config.text_column,
+            *([pair_column] if pair_column else []),
+            *self.kept,
+            *([self.id_column] if self.id_column else []),
+        ]
         columns = list(dict.fromkeys(wanted))
         row = 0
         for batch in pq.ParquetFile(self.path).iter_batches(
@@ -198,7 +234,10 @@ class Reader:
             for i in range(batch.num_rows):
                 ident = data[self.id_column][i] if self.id_column else row
                 text, error = check_text(data[self.config.text_column][i])
-                yield Record(row, ident, text, {c: data[c][i] for c in self.kept}, error)
+                record = Record(row, ident, text, {c: data[c][i] for c in self.kept}, error)
+                if pair_column is not None and error is None:
+                    record = self._with_pair(record, data[pair_column][i])
+                yield record
                 row += 1
             self.done_bytes = row
 
@@ -241,12 +280,16 @@ def _names_its_file(target: int) -> Callable[[F], F]:
 
 
 def result_rows(
-    records: list[Record], preds: list[Prediction], labels: list[str], id_name: str
+    records: list[Record], preds: list[Prediction], labels: list[str], id_name: str, *, warnings: bool = False
 ) -> list[dict]:
+    """Output rows: id, label, score, each label's score, the ``warning`` column (empty for texts in
+    scope) when ``warnings``, then the kept columns."""
     out = []
     for record, pred in zip(records, preds):
         row = {id_name: record.ident, "label": pred.label, "score": pred.score}
         row.update({label: pred.scores[label] for label in labels})
+        if warnings:
+            row["warning"] = pred.warning or ""
         row.update(record.kept)
         out.append(row)
     return out

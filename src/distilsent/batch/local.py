@@ -72,8 +72,14 @@ def _worker_pool(workers: int, load: LoadConfig) -> tuple[ProcessPoolExecutor, l
     return pool, labels
 
 
-def _score_in_worker(texts: list[str]) -> list[Prediction]:
-    return _worker().predict(texts)
+def _score_in_worker(texts: list[str] | list[tuple[str, str]]) -> list[Prediction]:
+    clf = _worker()
+    return clf.predict(texts, on_out_of_scope=_scope_action(clf.config))
+
+
+def _scope_action(load: LoadConfig) -> str | None:
+    """'error' is applied per row when committing: the model flags, so that a chunk is not refused."""
+    return "flag" if load.on_out_of_scope == "error" else None
 
 
 def _fingerprint(config: BatchConfig, load: LoadConfig) -> dict[str, Any]:
@@ -81,7 +87,8 @@ def _fingerprint(config: BatchConfig, load: LoadConfig) -> dict[str, Any]:
     options = {
         k: v
         for k, v in dataclasses.asdict(config).items()
-        if k in ("text_column", "id_column", "keep_columns", "format", "chunk_rows", "output")
+        if k
+        in ("text_column", "text_pair_column", "id_column", "keep_columns", "format", "chunk_rows", "output")
     }
     options["load"] = {
         k: v for k, v in load.to_dict().items() if k not in ("threads", "device", "batch_size")
@@ -189,8 +196,10 @@ def run_batch(
         clf = Classifier(load)
         labels = clf.labels
     try:
-        columns = [reader.id_name, "label", "score", *labels, *reader.kept]
-        clash = sorted(set(reader.kept) & {reader.id_name, "label", "score", *labels})
+        warnings = load.on_out_of_scope in ("flag", "neutral")
+        scored_columns = [reader.id_name, "label", "score", *labels, *(["warning"] if warnings else [])]
+        columns = [*scored_columns, *reader.kept]
+        clash = sorted(set(reader.kept) & set(scored_columns))
         if clash:
             raise DataError(f"--keep-columns {', '.join(clash)} would overwrite output columns; rename them")
         output, parts_dir, manifest = _prepare_output(config, load)
@@ -206,9 +215,17 @@ def run_batch(
 
     def commit(chunk: list[Record], preds: list[Prediction]) -> None:
         good = [r for r in chunk if r.error is None]
+        if load.on_out_of_scope == "error":
+            # Scored with 'flag' (see _scope_action); a flagged row becomes an error row here, so one
+            # out-of-scope text does not fail its chunk.
+            for record, pred in zip(good, preds):
+                if pred.warning is not None:
+                    record.error = f"text is out of scope ({pred.warning})"
+            preds = [p for p in preds if p.warning is None]
+            good = [r for r in good if r.error is None]
         bad = [r for r in chunk if r.error is not None]
         index = manifest["parts"]
-        rows = result_rows(good, preds, labels, reader.id_name)
+        rows = result_rows(good, preds, labels, reader.id_name, warnings=warnings)
         write_part(parts_dir / f"part-{index:06d}.{fmt}", fmt, rows, columns)
         write_errors(parts_dir / f"errors-{index:06d}.jsonl", bad)
         manifest.update(
@@ -244,14 +261,15 @@ def run_batch(
         try:
             if pool is None:
                 for chunk in chunks():
-                    texts = [r.text for r in chunk if r.error is None]
-                    commit(chunk, clf.predict(texts) if texts else [])  # type: ignore[arg-type]
+                    texts = [r.item for r in chunk if r.error is None]
+                    preds = clf.predict(texts, on_out_of_scope=_scope_action(load)) if texts else []  # type: ignore[union-attr]
+                    commit(chunk, preds)
                     advance()
             else:
                 # Keep every worker busy and one chunk queued, committing strictly in input order.
                 pending: list[tuple[list[Record], Future[list[Prediction]]]] = []
                 for chunk in chunks():
-                    texts = [r.text for r in chunk if r.error is None]
+                    texts = [r.item for r in chunk if r.error is None]
                     pending.append((chunk, pool.submit(_score_in_worker, texts)))
                     while len(pending) > config.workers:
                         done_chunk, future = pending.pop(0)

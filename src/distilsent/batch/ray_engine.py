@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from distilsent.batch.config import ROW_COLUMN, BatchConfig, BatchSummary
+from distilsent.batch.config import UID_COLUMN, BatchConfig, BatchSummary
 from distilsent.batch.io import check_text
 from distilsent.core.classifier import Classifier, LoadConfig, Prediction, available_threads
 from distilsent.core.errors import DataError, MissingExtraError
@@ -24,21 +24,42 @@ logger = logging.getLogger(__name__)
 class _RayScorer:
     """Ray Data actor: loads the model once, then scores pandas batches."""
 
-    def __init__(self, load: dict[str, Any], text_column: str) -> None:
+    def __init__(self, load: dict[str, Any], text_column: str, text_pair_column: str | None = None) -> None:
         self.clf = Classifier(LoadConfig.from_dict(load))
         self.text_column = text_column
+        self.text_pair_column = text_pair_column
 
     def __call__(self, batch: Any) -> Any:
         checked = [check_text(v) for v in batch[self.text_column]]
-        good = [i for i, (text, _) in enumerate(checked) if text is not None]
-        preds = self.clf.predict([checked[i][0] for i in good]) if good else []
-        by_row: dict[int, Prediction] = dict(zip(good, preds))
+        items: list[Any] = [text for text, _ in checked]
+        errors: list[str | None] = [error for _, error in checked]
+        if self.text_pair_column is not None:
+            for i, value in enumerate(batch[self.text_pair_column]):
+                if items[i] is None:
+                    continue
+                pair, error = check_text(value)
+                if error is not None:
+                    items[i], errors[i] = None, f"{self.text_pair_column}: {error}"
+                else:
+                    items[i] = (items[i], pair)
+            batch = batch.drop(columns=[self.text_pair_column])
+        good = [i for i, item in enumerate(items) if item is not None]
+        refuse = self.clf.config.on_out_of_scope == "error"
+        chosen = [items[i] for i in good]
+        preds = self.clf.predict(chosen, on_out_of_scope="flag" if refuse else None) if good else []
+        if refuse:  # a flagged text becomes an error row, as in the local engine
+            for i, pred in zip(good, preds):
+                if pred.warning is not None:
+                    items[i], errors[i] = None, f"text is out of scope ({pred.warning})"
+        by_row: dict[int, Prediction] = {i: pred for i, pred in zip(good, preds) if items[i] is not None}
         batch = batch.drop(columns=[self.text_column])
         batch["label"] = [by_row[i].label if i in by_row else None for i in range(len(batch))]
         batch["score"] = [by_row[i].score if i in by_row else None for i in range(len(batch))]
         for label in self.clf.labels:
             batch[label] = [by_row[i].scores[label] if i in by_row else None for i in range(len(batch))]
-        batch["error"] = [error or "" for _, error in checked]
+        if self.clf.config.on_out_of_scope in ("flag", "neutral"):
+            batch["warning"] = [by_row[i].warning or "" if i in by_row else "" for i in range(len(batch))]
+        batch["error"] = [error or "" for error in errors]
         return batch
 
 
@@ -92,21 +113,28 @@ def run_ray(config: BatchConfig, load: LoadConfig) -> BatchSummary:
         else:
             ds = ray.data.read_text(path, drop_empty_lines=False)
         text_column = "text" if fmt == "txt" else config.text_column
+        pair_column = config.text_pair_column
         names = ds.schema().names
-        if text_column not in names:
-            raise DataError(f"{config.input} has no column {text_column!r} (columns: {', '.join(names)})")
+        for column in (text_column, pair_column):
+            if column is not None and column not in names:
+                raise DataError(f"{config.input} has no column {column!r} (columns: {', '.join(names)})")
         id_column = config.id_column or ("id" if "id" in names else None)
         keep = config.kept()
         if id_column is None:
-            # Ray Data has no row index: zip a range alongside (row order is preserved).
-            ds = ds.zip(ray.data.range(ds.count()).rename_columns({"id": ROW_COLUMN}))
-            id_column = ROW_COLUMN
-        ds = ds.select_columns(list(dict.fromkeys([id_column, text_column, *keep])))
+            # Ray Data has no row numbers (Dataset.zip with a range, the old way, is deprecated and
+            # goes in 2.64): each row gets a unique id instead, increasing within each read task.
+            from ray.data.expressions import monotonically_increasing_id
+
+            ds = ds.with_column(UID_COLUMN, monotonically_increasing_id())
+            id_column = UID_COLUMN
+        ds = ds.select_columns(
+            list(dict.fromkeys([id_column, text_column, *([pair_column] if pair_column else []), *keep]))
+        )
         workers = _usable_workers(config.workers, ray.cluster_resources().get("CPU", 1))
         threads = load.threads or max(1, available_threads() // workers)
         scored = ds.map_batches(
             _RayScorer,
-            fn_constructor_args=({**load.to_dict(), "threads": threads}, text_column),
+            fn_constructor_args=({**load.to_dict(), "threads": threads}, text_column, pair_column),
             batch_size=config.chunk_rows,
             batch_format="pandas",
             compute=ray.data.ActorPoolStrategy(size=workers),

@@ -3,11 +3,12 @@
 >>> import distilsent
 >>> clf = distilsent.load("default")
 >>> clf.predict("Hello, my dog is cute")
-Prediction(label='POSITIVE', score=0.993..., scores={'POSITIVE': 0.993..., 'NEGATIVE': 0.006...})
+Prediction(label='POSITIVE', score=0.995..., scores={'POSITIVE': 0.995..., 'NEGATIVE': 0.005...})
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -35,6 +36,7 @@ from distilsent.core.postprocess import (
     apply_function,
     parse_band,
 )
+from distilsent.core.scope import ScopeGuard, check_scope_options
 from distilsent.core.text import as_pairs, check_pairs, check_texts
 from distilsent.core.tokenization import TextTokenizer, TokenBatch
 
@@ -104,6 +106,13 @@ class LoadConfig(Config):
     'max-confidence' (the most confident window decides)."""
     max_windows: int = 64
     """With long='chunk': at most this many windows per text (the rest of a huge text is ignored)."""
+    on_out_of_scope: str = "flag"
+    """Texts out of an English model's scope (not English, or no word the vocabulary knows): 'flag'
+    (the result carries a ``warning``), 'keep' (no check), 'neutral' (the warning and
+    ``neutral_label``) or 'error' (refused)."""
+    language_detector: str = "auto"
+    """The language check of ``on_out_of_scope``: 'auto' (py3langid when the ``guard`` extra is
+    installed, else the script check), 'py3langid', 'script' (non-Latin letters only) or 'none'."""
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -141,6 +150,7 @@ class LoadConfig(Config):
             )
         if self.max_windows < 1:
             raise InvalidInputError(f"max_windows must be at least 1, got {self.max_windows}")
+        check_scope_options(self.on_out_of_scope, self.language_detector)
 
     def band(self) -> tuple[float, float] | None:
         """``neutral_band`` as numbers, checked."""
@@ -172,6 +182,9 @@ class Classifier:
         self.temperature = float(self.model_config.get(TEMPERATURE_KEY, 1.0)) if config.calibrated else 1.0
         self.neutral_band = self.band(config.neutral_band)
         self._torch_copy: Any = None
+        self._guard: ScopeGuard | None = None
+        if config.on_out_of_scope != "keep" or config.language_detector == "py3langid":
+            self._guard = self.scope_guard()  # a missing extra fails at load, not on the first text
         problem = self.model_config.get("problem_type")
         self._default_function = (
             "sigmoid" if problem == "multi_label_classification" or len(self.labels) == 1 else "softmax"
@@ -192,6 +205,40 @@ class Classifier:
             )
         return band
 
+    def scope_guard(self) -> ScopeGuard:
+        """The out-of-scope checks of this model's vocabulary (built once)."""
+        if self._guard is None:
+            self._guard = ScopeGuard(
+                self.tokenizer.vocab(), self.tokenizer.special_ids, self.config.language_detector
+            )
+        return self._guard
+
+    def scope(
+        self,
+        texts: Sequence[str],
+        tokens: TokenBatch | Callable[[], TokenBatch],
+        on_out_of_scope: str | None = None,
+        offset: int = 0,
+    ) -> tuple[list[str | None], str] | None:
+        """The out-of-scope warning of each text and the action to take, or None with 'keep'.
+
+        ``tokens`` (or a function making them, called only when checking) are the ids the model
+        sees. With 'error' a flagged text raises :class:`InvalidInputError` naming it.
+        """
+        action = on_out_of_scope or self.config.on_out_of_scope
+        check_scope_options(action, self.config.language_detector)
+        if action == "keep" or not texts:
+            return None
+        warnings = self.scope_guard().problems(texts, tokens if isinstance(tokens, TokenBatch) else tokens())
+        if action == "error":
+            bad = next((i for i, w in enumerate(warnings) if w is not None), None)
+            if bad is not None:
+                raise InvalidInputError(
+                    f"texts[{offset + bad}] is out of scope ({warnings[bad]}); "
+                    "on_out_of_scope='flag' classifies it with a warning"
+                )
+        return warnings, action
+
     def info(self) -> dict[str, Any]:
         """What was loaded, where it runs, and with what limits."""
         return {
@@ -206,6 +253,8 @@ class Classifier:
             "max_length": self.config.max_length,
             **self._max_length_note(),
             "batch_size": self.batch_size,
+            "on_out_of_scope": self.config.on_out_of_scope,
+            "scope_checks": self.scope_guard().describe(),
         }
 
     def _max_length_note(self) -> dict[str, Any]:
@@ -223,9 +272,21 @@ class Classifier:
             f"truncates there, distilsent at {self.config.max_length} (pass max_length to either to agree)"
         }
 
-    def logits(self, texts: Sequence[str], *, on_progress: Callable[[int], None] | None = None) -> np.ndarray:
-        """Raw logits of the truncated texts, shape ``(len(texts), num_labels)``, in input order."""
-        return self._logits(check_texts(texts), on_progress)
+    def logits(
+        self,
+        texts: Sequence[str] | Sequence[tuple[str, str]],
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> np.ndarray:
+        """Raw logits of the truncated texts (or ``(text, text_pair)`` pairs), shape
+        ``(len(texts), num_labels)``, in input order."""
+        pairs = as_pairs(texts) if len(texts) and not isinstance(texts[0], str) else None
+        if pairs is None:
+            return self._logits(check_texts(texts), on_progress)
+        checked = check_pairs(pairs)
+        unique = list(dict.fromkeys(checked))
+        logits = _expand(checked, unique, self.run(self.tokenizer.encode_pairs(unique), on_progress))  # type: ignore[arg-type]
+        return logits
 
     def _logits(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
         if not texts:
@@ -291,8 +352,10 @@ class Classifier:
         function_to_apply: str | None = None,
         neutral_band: tuple[float, float] | str | None = "config",
         long: str | None = None,
+        scope: tuple[list[str | None], str] | None = None,
     ) -> list[Prediction]:
-        """Predictions from :meth:`sequences` and the logits of all their sequences, flattened in order."""
+        """Predictions from :meth:`sequences` and the logits of all their sequences, flattened in order;
+        ``scope`` is what :meth:`scope` said of the texts."""
         function = self.check_options(top_k, function_to_apply)
         if not sequences:
             return []
@@ -301,7 +364,7 @@ class Classifier:
         probs = self._aggregate(scores, sequences) if chunked else scores
         windows = [len(x) for x in sequences] if chunked else None
         band = self.neutral_band if neutral_band == "config" else neutral_band
-        return self._to_predictions(probs, windows, top_k, band)  # type: ignore[arg-type]
+        return self._to_predictions(probs, windows, top_k, band, scope)  # type: ignore[arg-type]
 
     def _aggregate(self, scores: np.ndarray, windows: Sequence[Sequence[Sequence[int]]]) -> np.ndarray:
         """One score row per text from its windows' rows, by ``aggregate``."""
@@ -325,11 +388,21 @@ class Classifier:
 
     @overload
     def predict(
-        self, texts: str, *, top_k: int | None = ..., function_to_apply: str | None = ...
+        self,
+        texts: str,
+        *,
+        top_k: int | None = ...,
+        function_to_apply: str | None = ...,
+        on_out_of_scope: str | None = ...,
     ) -> Prediction: ...
     @overload
     def predict(
-        self, texts: Sequence[str], *, top_k: int | None = ..., function_to_apply: str | None = ...
+        self,
+        texts: Sequence[str],
+        *,
+        top_k: int | None = ...,
+        function_to_apply: str | None = ...,
+        on_out_of_scope: str | None = ...,
     ) -> list[Prediction]: ...
 
     def predict(
@@ -338,21 +411,24 @@ class Classifier:
         *,
         top_k: int | None = None,
         function_to_apply: str | None = None,
+        on_out_of_scope: str | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> Prediction | list[Prediction]:
         """Classify one text (returns a ``Prediction``) or a list of texts (returns a list, same order).
 
         ``top_k`` keeps only the k most likely labels in ``scores``; ``function_to_apply`` is
         ``"softmax"``, ``"sigmoid"`` or ``"none"`` as in the transformers pipeline (default: softmax,
-        or sigmoid for multi-label and single-output models).
+        or sigmoid for multi-label and single-output models); ``on_out_of_scope`` overrides the
+        loaded one ('flag', 'keep', 'neutral', 'error').
         """
+        options = {"top_k": top_k, "function_to_apply": function_to_apply, "on_out_of_scope": on_out_of_scope}
         if isinstance(texts, str):
             if not texts.strip():
                 raise InvalidInputError("text is empty or only whitespace")
-            return self.predict([texts], top_k=top_k, function_to_apply=function_to_apply)[0]
+            return self.predict([texts], **options)[0]  # type: ignore[arg-type]
         pairs = as_pairs(texts)
         if pairs is not None:
-            preds = self.predict_pairs(pairs, top_k=top_k, function_to_apply=function_to_apply)  # type: ignore[arg-type]
+            preds = self.predict_pairs(pairs, **options)  # type: ignore[arg-type]
             return (
                 preds[0]
                 if isinstance(texts, tuple) and len(texts) == 2 and isinstance(texts[0], str)
@@ -364,7 +440,9 @@ class Classifier:
                 "use predict_iter for iterators"
             )
         function = self.check_options(top_k, function_to_apply)
-        return self._to_predictions(*self._scores(check_texts(texts), function, on_progress), top_k)
+        checked = check_texts(texts)
+        scope = self.scope(checked, lambda: self.tokenizer.encode_batch(checked), on_out_of_scope)
+        return self._to_predictions(*self._scores(checked, function, on_progress), top_k, scope=scope)
 
     def predict_pairs(
         self,
@@ -372,6 +450,7 @@ class Classifier:
         *,
         top_k: int | None = None,
         function_to_apply: str | None = None,
+        on_out_of_scope: str | None = None,
     ) -> list[Prediction]:
         """Classify ``(text, text_pair)`` pairs, as the pipeline does for ``{"text", "text_pair"}``:
         one ``[CLS] a [SEP] b [SEP]`` sequence each, the longer side truncated first. ``predict``
@@ -381,8 +460,15 @@ class Classifier:
         if not checked:
             return []
         unique = list(dict.fromkeys(checked))
-        logits = _expand(checked, unique, self.run(self.tokenizer.encode_pairs(unique)))  # type: ignore[arg-type]
-        return self._to_predictions(self._calibrated(logits, function), None, top_k)
+        encoded = self.tokenizer.encode_pairs(unique)
+        position = {pair: i for i, pair in enumerate(unique)}
+        scope = self.scope(
+            [f"{a} {b}" for a, b in checked],
+            lambda: TokenBatch.from_lists([encoded[position[pair]] for pair in checked]),
+            on_out_of_scope,
+        )
+        logits = _expand(checked, unique, self.run(encoded))  # type: ignore[arg-type]
+        return self._to_predictions(self._calibrated(logits, function), None, top_k, scope=scope)
 
     def predict_iter(
         self,
@@ -391,6 +477,7 @@ class Classifier:
         chunk_size: int = 4096,
         top_k: int | None = None,
         function_to_apply: str | None = None,
+        on_out_of_scope: str | None = None,
     ) -> Iterator[Prediction]:
         """Stream predictions for an iterable of any length, holding ``chunk_size`` texts at a time."""
         if isinstance(texts, str):
@@ -410,20 +497,24 @@ class Classifier:
         if self.config.long == "chunk":
             for offset, chunk in numbered():
                 check_texts(chunk, offset)
-                yield from self._to_predictions(*self._scores(chunk, function), top_k)
+                tokens = functools.partial(self.tokenizer.encode_batch, chunk)
+                scope = self.scope(chunk, tokens, on_out_of_scope, offset)
+                yield from self._to_predictions(*self._scores(chunk, function), top_k, scope=scope)
             return
 
-        def prepare(item: tuple[int, list[str]]) -> tuple[list[str], list[str], TokenBatch]:
+        def prepare(item: tuple[int, list[str]]) -> tuple[list[str], list[str], TokenBatch, Any]:
             # On the worker thread, so that a bad text in the next chunk is reported only after
             # this chunk's predictions have been yielded.
             offset, chunk = item
             check_texts(chunk, offset)
             unique = list(dict.fromkeys(chunk))
-            return chunk, unique, self.tokenizer.encode_batch(unique)
+            tokens = self.tokenizer.encode_batch(unique)
+            scope = self.scope(chunk, lambda: _expand_tokens(chunk, unique, tokens), on_out_of_scope, offset)
+            return chunk, unique, tokens, scope
 
-        for chunk, unique, tokens in _prefetched(numbered(), prepare):
+        for chunk, unique, tokens, scope in _prefetched(numbered(), prepare):
             logits = _expand(chunk, unique, self.run(tokens))
-            yield from self._to_predictions(self._calibrated(logits, function), None, top_k)
+            yield from self._to_predictions(self._calibrated(logits, function), None, top_k, scope=scope)
 
     def explain(self, text: str, *, target: str | None = None, steps: int = 32) -> Explanation:
         """Which words drove the prediction for ``text``: Integrated Gradients (extra ``explain``).
@@ -465,6 +556,7 @@ class Classifier:
         windows: list[int] | None,
         top_k: int | None,
         band: tuple[float, float] | str | None = "config",
+        scope: tuple[list[str | None], str] | None = None,
     ) -> list[Prediction]:
         k = len(self.labels) if top_k is None else min(top_k, len(self.labels))
         band = self.neutral_band if band == "config" else band
@@ -472,6 +564,11 @@ class Classifier:
         if band is not None:
             low, high = band  # type: ignore[misc]
             neutral = ((probs[:, 1] >= low) & (probs[:, 1] <= high)).tolist()
+        warnings: list[str | None] = [None] * len(probs)
+        if scope is not None:
+            warnings, action = scope
+            if action == "neutral":
+                neutral = [n or w is not None for n, w in zip(neutral, warnings)]
         with gc_paused():
             # Plain Python numbers from one tolist() each: indexing numpy per element costs more than
             # the GPU spends on a text.
@@ -486,8 +583,11 @@ class Classifier:
                     row[order[0]],
                     {labels[j]: row[j] for j in order},
                     count,
+                    warning,
                 )
-                for row, order, is_neutral, count in zip(rows, orders, neutral, window_counts)
+                for row, order, is_neutral, count, warning in zip(
+                    rows, orders, neutral, window_counts, warnings
+                )
             ]
 
 
@@ -497,6 +597,17 @@ def _expand(texts: list[str], unique: list[str], logits: np.ndarray) -> np.ndarr
         return logits
     position = {text: i for i, text in enumerate(unique)}
     return logits[[position[text] for text in texts]]
+
+
+def _expand_tokens(texts: list[str], unique: list[str], tokens: TokenBatch) -> TokenBatch:
+    """:func:`_expand` for token ids: the ids of every text in ``texts`` from those of ``unique``."""
+    if len(unique) == len(texts):
+        return tokens
+    position = {text: i for i, text in enumerate(unique)}
+    bounds = tokens.offsets
+    return TokenBatch.from_lists(
+        [tokens.ids[bounds[position[t]] : bounds[position[t] + 1]] for t in texts]  # type: ignore[misc]
+    )
 
 
 def _prefetched(items: Iterable[T], work: Callable[[T], R]) -> Iterator[R]:

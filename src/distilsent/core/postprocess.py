@@ -34,7 +34,7 @@ TEMPERATURE_KEY = "distilsent_temperature"
 """config.json key holding the temperature written by ``distilsent calibrate``."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Prediction:
     """One classified text."""
 
@@ -46,11 +46,20 @@ class Prediction:
     """Every label's probability, most likely first (only the ``top_k`` best when that is set)."""
     windows: int | None = field(default=None, repr=False, compare=False)
     """How many windows a long text was split into (``long="chunk"`` only)."""
+    warning: str | None = field(default=None, compare=False)
+    """Why the text is out of the model's scope ('not English', 'no known words'), or None."""
+
+    def __repr__(self) -> str:
+        # The warning only when there is one: most results have none.
+        warning = "" if self.warning is None else f", warning={self.warning!r}"
+        return f"Prediction(label={self.label!r}, score={self.score!r}, scores={self.scores!r}{warning})"
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"label": self.label, "score": self.score, "scores": dict(self.scores)}
         if self.windows is not None:
             out["windows"] = self.windows
+        if self.warning is not None:
+            out["warning"] = self.warning
         return out
 
 

@@ -202,6 +202,19 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._plain.get_vocab_size()
 
+    def vocab(self) -> dict[str, int]:
+        """Every token and its id, added tokens included."""
+        return self._plain.get_vocab(with_added_tokens=True)
+
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids of the special tokens ([CLS], [SEP], [PAD], [UNK], [MASK] or their MPNet forms)."""
+        special = {i for i, token in self._plain.get_added_tokens_decoder().items() if token.special}
+        unk = json.loads(self._plain.to_str()).get("model", {}).get("unk_token")
+        if unk is not None and self._plain.token_to_id(unk) is not None:
+            special.add(self._plain.token_to_id(unk))
+        return sorted(special | {self.cls_id, self.sep_id, self.pad_id})
+
     def decode(self, ids: Sequence[int], *, skip_special_tokens: bool = True) -> str:
         return self._plain.decode(list(ids), skip_special_tokens=skip_special_tokens)
 

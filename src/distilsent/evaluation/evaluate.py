@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from distilsent.core.classifier import Classifier
-from distilsent.core.errors import MissingExtraError
+from distilsent.core.errors import InvalidInputError, MissingExtraError
 from distilsent.evaluation import metrics as m
 from distilsent.formats import LabelledData, encode_labels
 
@@ -50,15 +50,19 @@ def evaluate(clf: Classifier, data: LabelledData) -> EvalResult:
     """Run ``clf`` on ``data`` and compute every metric; labels unknown to the model raise ``DataError``."""
     y = np.array(encode_labels(data, dict(enumerate(clf.labels))))
     raw = None
+    if data.pairs is not None and clf.config.long != "truncate":
+        raise InvalidInputError("text pairs are truncated, never chunked: evaluate them with long='truncate'")
     if clf.config.long == "truncate":
         # One inference pass gives both the calibrated scores and, for comparison, the raw ones.
-        logits = clf.logits(data.texts)
+        logits = clf.logits(data.inputs())
         probs = m.softmax(logits, clf.temperature)
         if clf.temperature != 1.0:
             raw = m.softmax(logits)
     else:
         probs = clf.predict_proba(data.texts)
-    result = EvalResult(model=str(clf.model_dir), labels=clf.labels, texts=data.texts, y=y, probs=probs)
+    # A pair is shown as the model reads it, the two texts around its separator.
+    shown = data.texts if data.pairs is None else [f"{a} [SEP] {b}" for a, b in zip(data.texts, data.pairs)]
+    result = EvalResult(model=str(clf.model_dir), labels=clf.labels, texts=shown, y=y, probs=probs)
     k = len(clf.labels)
     out: dict[str, Any] = {
         "model": str(clf.model_dir),
@@ -100,7 +104,7 @@ def evaluate(clf: Classifier, data: LabelledData) -> EvalResult:
     out["confident_mistakes"] = [
         {
             "index": int(i),
-            "text": data.texts[i],
+            "text": shown[i],
             "label": clf.labels[y[i]],
             "predicted": clf.labels[int(probs[i].argmax())],
             "score": float(probs[i].max()),

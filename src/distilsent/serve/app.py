@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -24,8 +24,9 @@ import numpy as np
 
 from distilsent._version import __version__
 from distilsent.core.classifier import Classifier, LoadConfig, Prediction
-from distilsent.core.errors import MissingExtraError
+from distilsent.core.errors import InvalidInputError, MissingExtraError
 from distilsent.core.text import text_problem
+from distilsent.core.tokenization import TokenBatch
 from distilsent.serve.batching import Batcher, DeadlineError, QueueFullError
 from distilsent.serve.config import ServeConfig
 from distilsent.serve.middleware import (
@@ -140,10 +141,6 @@ class _State:
             trim()
             return out
 
-        def on_batch(sequences: int, tokens: int, seconds: float) -> None:
-            self.metrics.batch.observe(sequences)
-            self.metrics.model_seconds.observe(seconds)
-
         budget = self.load.max_batch_tokens or clf.batch_size * clf.config.max_length
         return Batcher(
             infer,
@@ -151,7 +148,7 @@ class _State:
             max_requests=self.serve.max_batch_requests,
             max_wait_ms=self.serve.max_wait_ms,
             max_pending=self.serve.max_concurrent,
-            on_batch=on_batch,
+            on_batch=self.metrics.model_call,
             executor=self.executor,
             max_queue_seconds=self.serve.max_queue_seconds,
             deadline_seconds=self.serve.request_timeout,
@@ -250,7 +247,7 @@ def create_app(
     }
 
     @app.post("/v1/classify", dependencies=guarded, responses=errors, summary="Classify one text or a list")
-    async def classify(body: ClassifyRequest, request: Request) -> Any:
+    async def classify(body: ClassifyRequest, request: Request, response: Response) -> Any:
         texts, single = _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(texts)
         band: Any = "config"
@@ -259,14 +256,21 @@ def create_app(
                 band = state.require().band(body.neutral_band)
             except ValueError as e:
                 raise ServerError(422, f"neutral_band: {e}", "validation") from None
-        preds = await _classify(
+        preds = await _tei_call(
             state,
-            texts,
-            long=body.long,
-            truncate=body.truncate,
-            top_k=body.top_k,
-            function=body.function_to_apply,
-            band=band,
+            response,
+            "single" if single else "batch",
+            lambda timing: _classify(
+                state,
+                texts,
+                long=body.long,
+                truncate=body.truncate,
+                top_k=body.top_k,
+                function=body.function_to_apply,
+                band=band,
+                scope_action=body.on_out_of_scope,
+                timing=timing,
+            ),
         )
         out = [p.to_dict() for p in preds]
         return out[0] if single else out
@@ -274,18 +278,25 @@ def create_app(
     @app.post(
         "/predict", dependencies=guarded, responses=errors, summary="Text Embeddings Inference: classify"
     )
-    async def predict(body: PredictRequest, request: Request) -> Any:
+    async def predict(body: PredictRequest, request: Request, response: Response) -> Any:
         items, single = _tei_inputs(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(items)
         side = "tail" if body.truncation_direction.lower() == "left" else "head"
-        preds = await _classify(
+        preds = await _tei_call(
             state,
-            items,  # type: ignore[arg-type]
-            truncate=body.truncate is not False,
-            function="none" if body.raw_scores else None,
-            side=side,
-            too_long=422,  # TEI's status for an over-long input with truncate=false
-            backend_error=424,  # and for a failure of the model ("backend")
+            response,
+            "single" if single else "batch",
+            lambda timing: _classify(
+                state,
+                items,  # type: ignore[arg-type]
+                truncate=body.truncate is not False,
+                function="none" if body.raw_scores else None,
+                side=side,
+                too_long=422,  # TEI's status for an over-long input with truncate=false
+                backend_error=424,  # and for a failure of the model ("backend")
+                scope_action=_without_warnings(state),
+                timing=timing,
+            ),
         )
         out = [_label_scores(p) for p in preds]
         return out[0] if single else out
@@ -318,11 +329,23 @@ def create_app(
     @app.post(
         "/", dependencies=guarded, responses=errors, summary="Hugging Face inference API: text classification"
     )
-    async def hf_inference(body: HFRequest, request: Request) -> Any:
-        texts, _ = _texts(body.inputs, state.serve)
+    async def hf_inference(body: HFRequest, request: Request, response: Response) -> Any:
+        texts, single = _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(texts)
         params = body.parameters or HFParameters()
-        preds = await _classify(state, texts, top_k=params.top_k, function=params.function_to_apply)
+        preds = await _tei_call(
+            state,
+            response,
+            "single" if single else "batch",
+            lambda timing: _classify(
+                state,
+                texts,
+                top_k=params.top_k,
+                function=params.function_to_apply,
+                scope_action=_without_warnings(state),
+                timing=timing,
+            ),
+        )
         # The inference API answers a list of label lists, one per input, even for a single string.
         return [_label_scores(p) for p in preds]
 
@@ -421,6 +444,7 @@ def create_app(
     async def metrics() -> Response:
         if state.batcher is not None:
             state.metrics.queue.set(state.batcher.pending)
+            state.metrics.tei_queue.set(state.batcher.pending)
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     # HEAD wherever GET is served (monitors and load balancers probe with it); kept out of the schema,
@@ -515,6 +539,12 @@ def _label_scores(pred: Prediction) -> list[dict[str, Any]]:
     return [{"label": label, "score": score} for label, score in pred.scores.items()]
 
 
+def _without_warnings(state: _State) -> str:
+    """The out-of-scope action of a route whose answer has no place for a warning: the server's
+    'error' refuses there too, the other actions skip the check."""
+    return "error" if state.require().config.on_out_of_scope == "error" else "keep"
+
+
 async def _classify(
     state: _State,
     texts: list[str],
@@ -527,8 +557,16 @@ async def _classify(
     side: str | None = None,
     too_long: int = 413,
     backend_error: int = 500,
+    scope_action: str | None = None,
+    timing: dict[str, float] | None = None,
 ) -> list[Prediction]:
-    """Predictions for ``texts``; an item that is a ``(text, text_pair)`` tuple is classified as a pair."""
+    """Predictions for ``texts``; an item that is a ``(text, text_pair)`` tuple is classified as a pair.
+
+    ``scope_action`` is the request's ``on_out_of_scope``; None takes the server's, of which the TEI
+    and inference-API routes, whose answers have no place for a warning, honour only 'error'.
+    ``timing`` receives the request's phases in seconds and its size, for TEI's headers and metrics.
+    """
+    began = time.perf_counter()
     clf = state.require()
     assert state.batcher is not None
     try:
@@ -545,9 +583,18 @@ async def _classify(
             return [[ids] for ids in state.tokenizer(side).encode(chosen)]
         return clf.sequences(chosen, long)
 
-    def prepare() -> list[list[list[int]]]:
+    def prepare() -> tuple[list[list[list[int]]], Any]:
         if not truncate:
             _refuse_long(clf, texts, too_long)
+        sequences = tokenized()
+        joined = [t if isinstance(t, str) else f"{t[0]} {t[1]}" for t in texts]
+        try:
+            scope = clf.scope(joined, lambda: TokenBatch.from_lists([s[0] for s in sequences]), scope_action)
+        except InvalidInputError as e:
+            raise ServerError(422, str(e), "validation") from None
+        return sequences, scope
+
+    def tokenized() -> list[list[list[int]]]:
         pair_rows = [i for i, t in enumerate(texts) if isinstance(t, tuple)]
         if not pair_rows:
             return single_sequences(texts)
@@ -560,13 +607,18 @@ async def _classify(
             out[i] = [ids]
         return out
 
-    if sum(len(t) if isinstance(t, str) else sum(map(len, t)) for t in texts) <= _INLINE_CHARS:
-        sequences = prepare()
+    chars = sum(len(t) if isinstance(t, str) else sum(map(len, t)) for t in texts)
+    if chars <= _INLINE_CHARS:
+        sequences, scope = prepare()
     else:
-        sequences = await asyncio.to_thread(prepare)
+        sequences, scope = await asyncio.to_thread(prepare)
     flat = [seq for seqs in sequences for seq in seqs]
+    phases: dict[str, float] = {} if timing is None else timing
+    phases.update(
+        began=began, tokenization=time.perf_counter() - began, chars=chars, tokens=sum(map(len, flat))
+    )
     try:
-        logits = await state.batcher.submit(flat)
+        logits = await state.batcher.submit(flat, phases)
     except QueueFullError as e:
         raise ServerError(
             429, f"server busy: {e}; retry later", "overloaded", {"Retry-After": str(e.retry_after)}
@@ -585,8 +637,41 @@ async def _classify(
         ) from None
     state.metrics.classified(len(texts))
     return clf.from_logits(
-        sequences, logits, top_k=top_k, function_to_apply=function, neutral_band=band, long=long
+        sequences, logits, top_k=top_k, function_to_apply=function, neutral_band=band, long=long, scope=scope
     )
+
+
+async def _tei_call(
+    state: _State, response: Response, method: str, classify: Callable[[dict[str, float]], Awaitable[Any]]
+) -> Any:
+    """Run ``classify(timing)`` as TEI accounts for a request: its counters, its phase histograms, and
+    its ``x-*-time`` headers on ``response``."""
+    counts = state.metrics.tei_counts
+    counts.inc("te_request_count", method)
+    timing: dict[str, float] = {}
+    try:
+        result = await classify(timing)
+    except ServerError as e:
+        counts.inc("te_request_failure", e.error_type)
+        raise
+    counts.inc("te_request_success", method)
+    timing["total"] = time.perf_counter() - timing["began"]
+    state.metrics.request_timed(timing)
+    device = state.require().engine.device
+    headers = {
+        "x-compute-type": "cpu" if device == "cpu" else "gpu",
+        "x-compute-time": timing["total"],
+        "x-compute-characters": int(timing["chars"]),
+        "x-compute-tokens": int(timing["tokens"]),
+        "x-total-time": timing["total"],
+        "x-tokenization-time": timing["tokenization"],
+        "x-queue-time": timing["queue"],
+        "x-inference-time": timing["inference"],
+    }
+    for name, value in headers.items():
+        # Times in whole milliseconds, as TEI sends them.
+        response.headers[name] = str(round(value * 1000) if isinstance(value, float) else value)
+    return result
 
 
 def _tei_inputs(inputs: Any, serve: ServeConfig) -> tuple[list[str | tuple[str, str]], bool]:

@@ -41,6 +41,9 @@ class _Job:
     logits: list[np.ndarray | None] = field(default_factory=list)
     next: int = 0
     done: int = 0
+    queued_at: float = field(default_factory=time.perf_counter)
+    first_call_at: float | None = None
+    model_seconds: float = 0.0
 
 
 @dataclass
@@ -116,8 +119,13 @@ class Batcher:
             return None
         return (self.queued_tokens + extra_tokens) / self.tokens_per_second
 
-    async def submit(self, sequences: Sequence[list[int]]) -> np.ndarray:
+    async def submit(
+        self, sequences: Sequence[list[int]], timing: dict[str, float] | None = None
+    ) -> np.ndarray:
         """Logits for ``sequences``, in order, once the batcher has run them.
+
+        ``timing``, when given, receives ``queue`` (seconds until the first model call that carried
+        these sequences) and ``inference`` (seconds of the model calls that carried them).
 
         Refused (``QueueFullError``) when ``max_pending`` requests wait already, or when the queued
         tokens and these would take the model longer than ``max_queue_seconds`` at its measured rate;
@@ -142,15 +150,21 @@ class Batcher:
         self._queue.append(job)
         self.queued_tokens += tokens
         self._wakeup.set()
-        if self.deadline_seconds is None:
-            return await job.future
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.deadline_seconds)
-        except TimeoutError:
-            job.future.cancel()  # the batcher drops what is left of it
-            raise DeadlineError(
-                f"not answered within {self.deadline_seconds:g} s (the server is overloaded)"
-            ) from None
+            if self.deadline_seconds is None:
+                return await job.future
+            try:
+                return await asyncio.wait_for(asyncio.shield(job.future), self.deadline_seconds)
+            except TimeoutError:
+                job.future.cancel()  # the batcher drops what is left of it
+                raise DeadlineError(
+                    f"not answered within {self.deadline_seconds:g} s (the server is overloaded)"
+                ) from None
+        finally:
+            if timing is not None:
+                started = job.first_call_at if job.first_call_at is not None else time.perf_counter()
+                timing["queue"] = started - job.queued_at
+                timing["inference"] = job.model_seconds
 
     def fail_pending(self, error: Exception) -> None:
         """Answer every waiting request with ``error`` now (their remaining work is dropped)."""
@@ -211,6 +225,9 @@ class Batcher:
                 self.queued_tokens -= sum(len(seq) for seq in job.sequences[start:end])
             batch = [seq for job, start, end in slices for seq in job.sequences[start:end]]
             began = time.perf_counter()
+            for job, _, _ in slices:
+                if job.first_call_at is None:
+                    job.first_call_at = began
             try:
                 logits = await loop.run_in_executor(self._executor, self._infer, batch)
             except Exception as e:  # the callers get the error; the batcher carries on
@@ -220,6 +237,8 @@ class Batcher:
                 self._drop_finished()
                 continue
             seconds = time.perf_counter() - began
+            for job, _, _ in slices:
+                job.model_seconds += seconds
             rate = sum(map(len, batch)) / max(seconds, 1e-6)
             self.tokens_per_second = (
                 rate if self.tokens_per_second is None else 0.8 * self.tokens_per_second + 0.2 * rate

@@ -18,6 +18,7 @@ try:
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client.core import UnknownMetricFamily
 except ImportError as e:  # pragma: no cover - exercised by the missing-extra test
     raise MissingExtraError("distilsent serve", "serve", e.name or "fastapi") from e
 
@@ -138,6 +139,49 @@ class Metrics:
         self.rate = Gauge("distilsent_texts_per_second", "Texts classified per second, last 10 s", registry=r)
         self._window: collections.deque[tuple[float, int]] = collections.deque()
         self._in_window = 0
+        # Text Embeddings Inference's series, under its names, so that its dashboards work unchanged.
+        # Its counters carry no "_total" suffix, which prometheus_client adds to every Counter: they
+        # are exported by a collector of their own, untyped.
+        self.tei_counts = _PlainCounters(
+            {"te_request_count": "method", "te_request_success": "method", "te_request_failure": "err"}
+        )
+        r.register(self.tei_counts)
+        seconds = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+        self.tei_durations = {
+            part: Histogram(
+                f"te_request_{part}duration",
+                f"TEI: request {part or 'total '}time",
+                buckets=seconds,
+                registry=r,
+            )
+            for part in ("", "tokenization_", "queue_", "inference_")
+        }
+        self.tei_batch_size = Histogram(
+            "te_batch_next_size",
+            "TEI: sequences per model call",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.tei_batch_tokens = Histogram(
+            "te_batch_next_tokens",
+            "TEI: tokens per model call",
+            buckets=(64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536),
+            registry=r,
+        )
+        self.tei_queue = Gauge("te_queue_size", "TEI: requests waiting for the model", registry=r)
+
+    def request_timed(self, timing: dict[str, float]) -> None:
+        """One answered classification request's phases (seconds), as TEI records them."""
+        self.tei_durations[""].observe(timing["total"])
+        self.tei_durations["tokenization_"].observe(timing["tokenization"])
+        self.tei_durations["queue_"].observe(timing["queue"])
+        self.tei_durations["inference_"].observe(timing["inference"])
+
+    def model_call(self, sequences: int, tokens: int, seconds: float) -> None:
+        self.batch.observe(sequences)
+        self.model_seconds.observe(seconds)
+        self.tei_batch_size.observe(sequences)
+        self.tei_batch_tokens.observe(tokens)
 
     def classified(self, n: int) -> None:
         self.texts.inc(n)
@@ -147,6 +191,29 @@ class Metrics:
         while self._window[0][0] < now - 10:
             self._in_window -= self._window.popleft()[1]
         self.rate.set(self._in_window / max(now - self._window[0][0], 1.0))
+
+
+class _PlainCounters:
+    """Counters exported under their exact names (no "_total"), each with one label."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._label = names
+        self._values: dict[str, collections.Counter[str]] = {name: collections.Counter() for name in names}
+
+    def inc(self, name: str, label: str) -> None:
+        self._values[name][label] += 1
+
+    def value(self, name: str, label: str) -> int:
+        return self._values[name][label]
+
+    def collect(self) -> Any:
+        for name, values in self._values.items():
+            family = UnknownMetricFamily(
+                name, f"TEI: {name.removeprefix('te_').replace('_', ' ')}", labels=[self._label[name]]
+            )
+            for label, count in sorted(values.items()):
+                family.add_metric([label], count)
+            yield family
 
 
 def error_response(

@@ -12,6 +12,7 @@ except ImportError as e:  # pragma: no cover - exercised by the missing-extra te
     raise MissingExtraError("distilsent serve", "serve", e.name or "pydantic") from e
 
 from distilsent.core.postprocess import FUNCTIONS
+from distilsent.core.scope import SCOPE_ACTIONS
 
 __all__ = [
     "ClassifyRequest",
@@ -28,6 +29,7 @@ __all__ = [
 
 # The option list of distilsent.core.postprocess, as the type pydantic validates against.
 FunctionName = Literal[FUNCTIONS]  # type: ignore[valid-type]
+ScopeAction = Literal[SCOPE_ACTIONS]  # type: ignore[valid-type]
 Inputs = StrictStr | list[StrictStr]
 
 
@@ -52,6 +54,11 @@ class ClassifyRequest(BaseModel):
         None, description="'LOW:HIGH': two-label predictions in the band are neutral."
     )
     function_to_apply: FunctionName | None = None
+    on_out_of_scope: ScopeAction | None = Field(
+        None,
+        description="Texts not in English or with no known word: flag (a 'warning' in the result), keep, "
+        "neutral, or error (422). Default: the server's --on-out-of-scope.",
+    )
 
 
 TEIInputs = StrictStr | list[StrictStr] | list[list[StrictStr]]
