@@ -15,7 +15,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
@@ -256,21 +256,17 @@ def create_app(
                 band = state.require().band(body.neutral_band)
             except ValueError as e:
                 raise ServerError(422, f"neutral_band: {e}", "validation") from None
-        preds = await _tei_call(
+        preds = await _timed_classify(
             state,
             response,
-            "single" if single else "batch",
-            lambda timing: _classify(
-                state,
-                texts,
-                long=body.long,
-                truncate=body.truncate,
-                top_k=body.top_k,
-                function=body.function_to_apply,
-                band=band,
-                scope_action=body.on_out_of_scope,
-                timing=timing,
-            ),
+            texts,
+            single,
+            long=body.long,
+            truncate=body.truncate,
+            top_k=body.top_k,
+            function=body.function_to_apply,
+            band=band,
+            scope_action=body.on_out_of_scope,
         )
         out = [p.to_dict() for p in preds]
         return out[0] if single else out
@@ -282,21 +278,17 @@ def create_app(
         items, single = _tei_inputs(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(items)
         side = "tail" if body.truncation_direction.lower() == "left" else "head"
-        preds = await _tei_call(
+        preds = await _timed_classify(
             state,
             response,
-            "single" if single else "batch",
-            lambda timing: _classify(
-                state,
-                items,  # type: ignore[arg-type]
-                truncate=body.truncate is not False,
-                function="none" if body.raw_scores else None,
-                side=side,
-                too_long=422,  # TEI's status for an over-long input with truncate=false
-                backend_error=424,  # and for a failure of the model ("backend")
-                scope_action=_without_warnings(state),
-                timing=timing,
-            ),
+            items,  # type: ignore[arg-type]
+            single,
+            truncate=body.truncate is not False,
+            function="none" if body.raw_scores else None,
+            side=side,
+            too_long=422,  # TEI's status for an over-long input with truncate=false
+            backend_error=424,  # and for a failure of the model ("backend")
+            scope_action=_without_warnings(state),
         )
         out = [_label_scores(p) for p in preds]
         return out[0] if single else out
@@ -333,18 +325,14 @@ def create_app(
         texts, single = _texts(body.inputs, state.serve)
         request.scope["distilsent.texts"] = len(texts)
         params = body.parameters or HFParameters()
-        preds = await _tei_call(
+        preds = await _timed_classify(
             state,
             response,
-            "single" if single else "batch",
-            lambda timing: _classify(
-                state,
-                texts,
-                top_k=params.top_k,
-                function=params.function_to_apply,
-                scope_action=_without_warnings(state),
-                timing=timing,
-            ),
+            texts,
+            single,
+            top_k=params.top_k,
+            function=params.function_to_apply,
+            scope_action=_without_warnings(state),
         )
         # The inference API answers a list of label lists, one per input, even for a single string.
         return [_label_scores(p) for p in preds]
@@ -641,16 +629,17 @@ async def _classify(
     )
 
 
-async def _tei_call(
-    state: _State, response: Response, method: str, classify: Callable[[dict[str, float]], Awaitable[Any]]
-) -> Any:
-    """Run ``classify(timing)`` as TEI accounts for a request: its counters, its phase histograms, and
-    its ``x-*-time`` headers on ``response``."""
+async def _timed_classify(
+    state: _State, response: Response, texts: list[Any], single: bool, **options: Any
+) -> list[Prediction]:
+    """:func:`_classify` as TEI accounts for a request: its counters, its phase histograms, and its
+    ``x-*-time`` headers on ``response``."""
     counts = state.metrics.tei_counts
+    method = "single" if single else "batch"
     counts.inc("te_request_count", method)
     timing: dict[str, float] = {}
     try:
-        result = await classify(timing)
+        result = await _classify(state, texts, timing=timing, **options)
     except ServerError as e:
         counts.inc("te_request_failure", e.error_type)
         raise
