@@ -259,6 +259,50 @@ def test_text_pairs_match_the_transformers_pipeline(tiny_model_dir: Path, tiny_c
         tiny_classifier.predict([("a", "b", "c")])  # not a pair: read as a list of texts
 
 
+def test_per_call_batch_size_truncation_and_max_length_match_the_pipeline(
+    tiny_model_dir: Path, tiny_classifier
+) -> None:
+    import torch
+    from transformers import pipeline
+
+    pipe = pipeline("text-classification", model=str(tiny_model_dir), device="cpu", dtype=torch.float32)
+    texts = ["good film", "the story was awful " * 10, "great actors and a dull plot " * 3]
+    want = pipe(texts, batch_size=2, truncation=True, max_length=16, top_k=None)
+    got = tiny_classifier.predict(texts, batch_size=2, max_length=16)
+    for pred, expected in zip(got, want, strict=True):
+        assert pred.scores == approx_scores({e["label"]: e["score"] for e in expected})
+    loaded = tiny_classifier.batch_size
+    assert tiny_classifier.predict(texts, batch_size=1)[1].scores == approx_scores(
+        tiny_classifier.predict(texts)[1].scores
+    )
+    assert tiny_classifier.batch_size == loaded  # a per-call size is not kept
+    # Different from the loaded max_length (128): the long text is cut at 16 tokens, the short one not.
+    assert tiny_classifier.predict(texts[0], max_length=16).scores == approx_scores(
+        tiny_classifier.predict(texts[0]).scores
+    )
+    assert tiny_classifier.predict(texts[1], max_length=16).score != tiny_classifier.predict(texts[1]).score
+    with pytest.raises(
+        ValueError, match=r"texts\[1\] is longer than max_length \(16 tokens\) and truncation=False"
+    ):
+        tiny_classifier.predict(texts, max_length=16, truncation=False)
+    assert len(tiny_classifier.predict(texts, truncation=False)) == 3  # all fit in 128
+    for bad, message in (
+        ({"batch_size": 0}, "batch_size must be a positive integer"),
+        ({"max_length": 1000}, "max_length must be between 3 and 512"),
+        ({"truncation": "yes"}, "truncation must be True or False"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            tiny_classifier.predict(texts, **bad)
+    pair = tiny_classifier.predict(("good film", "the story was awful " * 10), max_length=16)
+    expected = pipe(
+        {"text": "good film", "text_pair": "the story was awful " * 10},
+        truncation=True,
+        max_length=16,
+        top_k=None,
+    )
+    assert pair.scores == approx_scores({e["label"]: e["score"] for e in expected})
+
+
 def test_info_states_where_plain_transformers_truncates_differently(tiny_model: Path) -> None:
     import json
 

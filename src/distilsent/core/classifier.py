@@ -183,6 +183,7 @@ class Classifier:
         self.neutral_band = self.band(config.neutral_band)
         self._torch_copy: Any = None
         self._guard: ScopeGuard | None = None
+        self._tokenizers: dict[int, TextTokenizer] = {}
         if config.on_out_of_scope != "keep" or config.language_detector == "py3langid":
             self._guard = self.scope_guard()  # a missing extra fails at load, not on the first text
         problem = self.model_config.get("problem_type")
@@ -288,13 +289,23 @@ class Classifier:
         logits = _expand(checked, unique, self.run(self.tokenizer.encode_pairs(unique), on_progress))  # type: ignore[arg-type]
         return logits
 
-    def _logits(self, texts: list[str], on_progress: Callable[[int], None] | None = None) -> np.ndarray:
+    def _logits(
+        self,
+        texts: list[str],
+        on_progress: Callable[[int], None] | None = None,
+        tokenizer: TextTokenizer | None = None,
+        batch_size: int | None = None,
+    ) -> np.ndarray:
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32)
+        tokenizer = tokenizer or self.tokenizer
         # Repeated texts (common in logs and reviews) are run once.
         unique = list(dict.fromkeys(texts))
         chunks = [unique[i : i + _TOKENIZE_CHUNK] for i in range(0, len(unique), _TOKENIZE_CHUNK)]
-        parts = [self.run(tokens, on_progress) for tokens in _prefetched(chunks, self.tokenizer.encode_batch)]
+        parts = [
+            self.run(tokens, on_progress, batch_size=batch_size)
+            for tokens in _prefetched(chunks, tokenizer.encode_batch)
+        ]
         logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if on_progress is not None and len(unique) < len(texts):
             on_progress(len(texts) - len(unique))
@@ -305,32 +316,45 @@ class Classifier:
         return self._scores(check_texts(texts), self.check_options(None, function_to_apply))[0]
 
     def run(
-        self, ids: TokenBatch | Sequence[Sequence[int]], on_progress: Callable[[int], None] | None = None
+        self,
+        ids: TokenBatch | Sequence[Sequence[int]],
+        on_progress: Callable[[int], None] | None = None,
+        *,
+        batch_size: int | None = None,
     ) -> np.ndarray:
         """Logits of already-tokenized sequences, batched by length: the model stage of ``predict``,
-        for callers that tokenize or batch across requests themselves (the HTTP server)."""
+        for callers that tokenize or batch across requests themselves (the HTTP server).
+        ``batch_size`` overrides the loaded one for this call only."""
         tokens = ids if isinstance(ids, TokenBatch) else TokenBatch.from_lists(ids)
-        logits, self.batch_size = run_batches(
+        logits, adapted = run_batches(
             self.engine,
             tokens,
             self.tokenizer.pad_id,
-            self.batch_size,
+            batch_size or self.batch_size,
             on_progress,
             self.config.max_batch_tokens,
         )
+        if batch_size is None:  # a size halved after running out of memory is kept for later calls
+            self.batch_size = adapted
         return logits
 
     def _scores(
-        self, texts: list[str], function: str, on_progress: Callable[[int], None] | None = None
+        self,
+        texts: list[str],
+        function: str,
+        on_progress: Callable[[int], None] | None = None,
+        tokenizer: TextTokenizer | None = None,
+        batch_size: int | None = None,
     ) -> tuple[np.ndarray, list[int] | None]:
         """Scores per text and, when chunking, the window count per text."""
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32), None
         if self.config.long == "truncate":
-            return self._calibrated(self._logits(texts, on_progress), function), None
+            logits = self._logits(texts, on_progress, tokenizer, batch_size)
+            return self._calibrated(logits, function), None
         windows = self.sequences(texts, "chunk")
         flat = [w for ws in windows for w in ws]
-        scores = self._calibrated(self.run(flat), function)
+        scores = self._calibrated(self.run(flat, batch_size=batch_size), function)
         if on_progress is not None:
             on_progress(len(texts))
         return self._aggregate(scores, windows), [len(ws) for ws in windows]
@@ -394,6 +418,9 @@ class Classifier:
         top_k: int | None = ...,
         function_to_apply: str | None = ...,
         on_out_of_scope: str | None = ...,
+        batch_size: int | None = ...,
+        truncation: bool | None = ...,
+        max_length: int | None = ...,
     ) -> Prediction: ...
     @overload
     def predict(
@@ -403,6 +430,9 @@ class Classifier:
         top_k: int | None = ...,
         function_to_apply: str | None = ...,
         on_out_of_scope: str | None = ...,
+        batch_size: int | None = ...,
+        truncation: bool | None = ...,
+        max_length: int | None = ...,
     ) -> list[Prediction]: ...
 
     def predict(
@@ -412,6 +442,9 @@ class Classifier:
         top_k: int | None = None,
         function_to_apply: str | None = None,
         on_out_of_scope: str | None = None,
+        batch_size: int | None = None,
+        truncation: bool | None = None,
+        max_length: int | None = None,
         on_progress: Callable[[int], None] | None = None,
     ) -> Prediction | list[Prediction]:
         """Classify one text (returns a ``Prediction``) or a list of texts (returns a list, same order).
@@ -419,9 +452,18 @@ class Classifier:
         ``top_k`` keeps only the k most likely labels in ``scores``; ``function_to_apply`` is
         ``"softmax"``, ``"sigmoid"`` or ``"none"`` as in the transformers pipeline (default: softmax,
         or sigmoid for multi-label and single-output models); ``on_out_of_scope`` overrides the
-        loaded one ('flag', 'keep', 'neutral', 'error').
+        loaded one ('flag', 'keep', 'neutral', 'error'). As in the pipeline, ``batch_size`` and
+        ``max_length`` override the loaded ones for this call, and ``truncation=False`` refuses a text
+        longer than ``max_length`` tokens instead of cutting it.
         """
-        options = {"top_k": top_k, "function_to_apply": function_to_apply, "on_out_of_scope": on_out_of_scope}
+        options = {
+            "top_k": top_k,
+            "function_to_apply": function_to_apply,
+            "on_out_of_scope": on_out_of_scope,
+            "batch_size": batch_size,
+            "truncation": truncation,
+            "max_length": max_length,
+        }
         if isinstance(texts, str):
             if not texts.strip():
                 raise InvalidInputError("text is empty or only whitespace")
@@ -441,8 +483,47 @@ class Classifier:
             )
         function = self.check_options(top_k, function_to_apply)
         checked = check_texts(texts)
-        scope = self.scope(checked, lambda: self.tokenizer.encode_batch(checked), on_out_of_scope)
-        return self._to_predictions(*self._scores(checked, function, on_progress), top_k, scope=scope)
+        tokenizer = self._call_tokenizer(batch_size, truncation, max_length)
+        if truncation is False:
+            self._refuse_long(checked, tokenizer)
+        scope = self.scope(checked, lambda: tokenizer.encode_batch(checked), on_out_of_scope)
+        scores = self._scores(checked, function, on_progress, tokenizer, batch_size)
+        return self._to_predictions(*scores, top_k, scope=scope)
+
+    def _call_tokenizer(
+        self, batch_size: int | None, truncation: bool | None, max_length: int | None
+    ) -> TextTokenizer:
+        """The tokenizer of one call's options (checked), built once per ``max_length``."""
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if truncation is not None and not isinstance(truncation, bool):
+            raise InvalidInputError(f"truncation must be True or False, got {truncation!r}")
+        if max_length is None or max_length == self.config.max_length:
+            return self.tokenizer
+        if isinstance(max_length, bool) or not isinstance(max_length, int) or not 3 <= max_length <= 512:
+            raise InvalidInputError(f"max_length must be between 3 and 512 tokens, got {max_length!r}")
+        if self.config.long != "truncate":
+            raise InvalidInputError(
+                "a per-call max_length needs long='truncate'; load with max_length instead"
+            )
+        if max_length not in self._tokenizers:
+            self._tokenizers[max_length] = TextTokenizer(
+                self.model_dir, max_length, truncation_side=self.config.truncation_side
+            )
+        return self._tokenizers[max_length]
+
+    @staticmethod
+    def _refuse_long(texts: list[str], tokenizer: TextTokenizer) -> None:
+        """``truncation=False``: an error naming the first text longer than the tokenizer's limit."""
+        room = tokenizer.max_length - 2
+        for i, text in enumerate(texts):
+            if len(tokenizer.content(text, room + 1)) > room:
+                raise InvalidInputError(
+                    f"texts[{i}] is longer than max_length ({tokenizer.max_length} tokens) and "
+                    "truncation=False; pass truncation=True to cut it"
+                )
 
     def predict_pairs(
         self,
@@ -451,23 +532,31 @@ class Classifier:
         top_k: int | None = None,
         function_to_apply: str | None = None,
         on_out_of_scope: str | None = None,
+        batch_size: int | None = None,
+        truncation: bool | None = None,
+        max_length: int | None = None,
     ) -> list[Prediction]:
         """Classify ``(text, text_pair)`` pairs, as the pipeline does for ``{"text", "text_pair"}``:
         one ``[CLS] a [SEP] b [SEP]`` sequence each, the longer side truncated first. ``predict``
         takes pairs too: ``predict(("a", "b"))`` or ``predict([("a", "b"), ...])``."""
         function = self.check_options(top_k, function_to_apply)
+        tokenizer = self._call_tokenizer(batch_size, truncation, max_length)
+        if truncation is False:
+            raise InvalidInputError(
+                "text pairs are always truncated (the longer side first): truncation=False"
+            )
         checked = check_pairs(pairs)
         if not checked:
             return []
         unique = list(dict.fromkeys(checked))
-        encoded = self.tokenizer.encode_pairs(unique)
+        encoded = tokenizer.encode_pairs(unique)
         position = {pair: i for i, pair in enumerate(unique)}
         scope = self.scope(
             [f"{a} {b}" for a, b in checked],
             lambda: TokenBatch.from_lists([encoded[position[pair]] for pair in checked]),
             on_out_of_scope,
         )
-        logits = _expand(checked, unique, self.run(encoded))  # type: ignore[arg-type]
+        logits = _expand(checked, unique, self.run(encoded, batch_size=batch_size))  # type: ignore[arg-type]
         return self._to_predictions(self._calibrated(logits, function), None, top_k, scope=scope)
 
     def predict_iter(
