@@ -187,13 +187,13 @@ def cmd_classify(args: argparse.Namespace) -> int:
     )
     show = sys.stdout.isatty() and sys.stderr.isatty() and (from_stdin or len(args.texts) >= _PROGRESS_MIN)
     seen = records_before = 0
+    # 'error' is applied here, line by line, so that one out-of-scope line gets an error row like any
+    # other bad line instead of failing its whole chunk.
+    refuse = clf.config.on_out_of_scope == "error"
     with _progress(show) as bar:
         task = bar.add_task("classify", total=None if from_stdin else len(args.texts)) if bar else None
         while chunk := list(itertools.islice(records, _CHUNK)):
             texts = [text for _, text, error in chunk if error is None]
-            # 'error' is applied here, line by line, so that one out-of-scope line gets an error row
-            # like any other bad line instead of failing its whole chunk.
-            refuse = clf.config.on_out_of_scope == "error"
             preds = iter(
                 _predict_mixed(
                     clf,

@@ -184,7 +184,7 @@ class Classifier:
         self._torch_copy: Any = None
         self._guard: ScopeGuard | None = None
         self._tokenizers: dict[int, TextTokenizer] = {}
-        if config.on_out_of_scope != "keep" or config.language_detector == "py3langid":
+        if config.language_detector == "py3langid":
             self._guard = self.scope_guard()  # a missing extra fails at load, not on the first text
         problem = self.model_config.get("problem_type")
         self._default_function = (
@@ -227,7 +227,7 @@ class Classifier:
         sees. With 'error' a flagged text raises :class:`InvalidInputError` naming it.
         """
         action = on_out_of_scope or self.config.on_out_of_scope
-        check_scope_options(action, self.config.language_detector)
+        check_scope_options(on_out_of_scope=action)
         if action == "keep" or not texts:
             return None
         warnings = self.scope_guard().problems(texts, tokens if isinstance(tokens, TokenBatch) else tokens())
@@ -286,8 +286,7 @@ class Classifier:
             return self._logits(check_texts(texts), on_progress)
         checked = check_pairs(pairs)
         unique = list(dict.fromkeys(checked))
-        logits = _expand(checked, unique, self.run(self.tokenizer.encode_pairs(unique), on_progress))  # type: ignore[arg-type]
-        return logits
+        return _expand(checked, unique, self.run(self.tokenizer.encode_pairs(unique), on_progress))  # type: ignore[arg-type]
 
     def _logits(
         self,
@@ -517,9 +516,8 @@ class Classifier:
     @staticmethod
     def _refuse_long(texts: list[str], tokenizer: TextTokenizer) -> None:
         """``truncation=False``: an error naming the first text longer than the tokenizer's limit."""
-        room = tokenizer.max_length - 2
         for i, text in enumerate(texts):
-            if len(tokenizer.content(text, room + 1)) > room:
+            if not tokenizer.fits(text):
                 raise InvalidInputError(
                     f"texts[{i}] is longer than max_length ({tokenizer.max_length} tokens) and "
                     "truncation=False; pass truncation=True to cut it"

@@ -174,6 +174,14 @@ class TextTokenizer:
                 return ids[:need] if not from_end else ids[-need:]
             chars *= 4
 
+    def fits(self, item: str | tuple[str, str]) -> bool:
+        """Whether a text, or a ``(text, text_pair)``, fits in ``max_length`` tokens with its special
+        tokens (``[CLS] a [SEP]``, ``[CLS] a [SEP] b [SEP]``) without truncation; a huge text is not
+        tokenized whole."""
+        parts = (item,) if isinstance(item, str) else item
+        room = self.max_length - 1 - len(parts)
+        return sum(len(self.content(part, room + 1)) for part in parts) <= room
+
     def encodings(self, texts: Sequence[str]) -> list[Encoding]:
         limit = self.max_length * _CHARS_PER_TOKEN
         clipped = [_prefix(t, limit) for t in texts]

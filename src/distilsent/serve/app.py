@@ -705,10 +705,7 @@ def _refuse_long(clf: Classifier, items: Sequence[str | tuple[str, str]], status
     """A ``status`` error for the first text or text pair longer than ``max_length`` tokens with its
     special tokens (``[CLS] a [SEP]``, ``[CLS] a [SEP] b [SEP]``)."""
     for i, item in enumerate(items):
-        parts = (item,) if isinstance(item, str) else item
-        room = clf.config.max_length - 1 - len(parts)
-        n = sum(len(clf.tokenizer.content(part, room + 1)) for part in parts)
-        if n > room:
+        if not clf.tokenizer.fits(item):
             raise ServerError(
                 status,
                 f"inputs[{i}] is longer than max_length ({clf.config.max_length} tokens); "

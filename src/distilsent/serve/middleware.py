@@ -106,6 +106,10 @@ class KeyGate:
             self._failures.popitem(last=False)
 
 
+# Sequences per model call: distilsent's series and TEI's te_batch_next_size count the same thing.
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
 class Metrics:
     """The Prometheus series the server exports, in a registry of its own."""
 
@@ -125,7 +129,7 @@ class Metrics:
         self.batch = Histogram(
             "distilsent_batch_size",
             "Sequences per model call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.model_seconds = Histogram(
@@ -159,7 +163,7 @@ class Metrics:
         self.tei_batch_size = Histogram(
             "te_batch_next_size",
             "TEI: sequences per model call",
-            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            buckets=_BATCH_BUCKETS,
             registry=r,
         )
         self.tei_batch_tokens = Histogram(
