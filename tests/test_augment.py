@@ -67,3 +67,23 @@ def test_inserted_pairs_name_two_groups_of_one_family_around_the_same_sentence()
         assert shared, (first, second)
         used.update(shared)
     assert {"country", "nationality", "religion", "gender-noun"} <= used
+
+
+def test_augment_only_terms_are_trained_on_and_never_overlap_a_probed_term() -> None:
+    from distilsent.fairness.probes import AUGMENT_ONLY_TERMS
+
+    held = _terms(half_families(load_families(), "heldout"))
+    probed = _terms(load_families())
+    religion = next(f for f in training_families() if f.name == "religion")
+    for family, groups in AUGMENT_ONLY_TERMS.items():
+        for group, terms in groups.items():
+            for term in terms:
+                t = term.lower()
+                assert t not in probed, term
+                # Neither inside a held-out term nor holding one ("Sunni" in "Sunni Muslim").
+                assert not [h for h in held if h in t or t in h], term
+                if family == "religion":
+                    assert term in religion.groups[group]
+    # Custom families get no extra terms: the lexicon belongs to the built-in ones.
+    custom = load_families()
+    assert _terms(training_families(custom)) <= probed

@@ -86,6 +86,20 @@ RELIGIONS_HELDOUT = {
     "atheist": ["agnostic", "non-religious", "humanist"],
 }
 
+# Terms that training augmentation may use and the audit never probes: more ways of naming each
+# group, so that what the model learns is "a belief says nothing about a sentence's sentiment", not
+# seven words. None is, contains or is contained in a held-out term (tests/test_augment.py checks).
+RELIGIONS_AUGMENT_ONLY = {
+    "Christian": ["Presbyterian", "Pentecostal", "Quaker", "Mennonite", "Coptic"],
+    "Muslim": ["Ismaili", "Ahmadi", "Alevi", "Hanafi"],
+    "Jewish": ["Mizrahi", "Reform Jewish"],
+    "Hindu": ["Smarta", "Shakta", "Hare Krishna"],
+    "Buddhist": ["Mahayana Buddhist", "Nichiren Buddhist", "Pure Land Buddhist"],
+    "Sikh": ["Amritdhari Sikh", "Namdhari", "Sikh American"],
+    "atheist": ["nonbeliever", "irreligious", "unbeliever", "rationalist"],
+}
+AUGMENT_ONLY_TERMS = {"religion": RELIGIONS_AUGMENT_ONLY}
+
 GENDER_TERMS = {
     "male": ["man", "boy", "father", "son", "husband", "brother", "gentleman", "king"],
     "female": ["woman", "girl", "mother", "daughter", "wife", "sister", "lady", "queen"],

@@ -12,10 +12,11 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from distilsent.core.errors import InvalidInputError
 from distilsent.fairness.audit import ProbeFamily, half_families, load_families
+from distilsent.fairness.probes import AUGMENT_ONLY_TERMS
 
 __all__ = ["AugmentStats", "counterfactual", "inserted_pairs", "training_families"]
 
@@ -25,9 +26,18 @@ _SKIPPED = ("pronoun",)
 
 def training_families(families: Sequence[ProbeFamily] | None = None) -> list[ProbeFamily]:
     """The audit's families restricted to their train half (the terms augmentation may use), less
-    those whose terms cannot be swapped."""
+    those whose terms cannot be swapped; the built-in families also get their augmentation-only
+    terms (:data:`distilsent.fairness.probes.AUGMENT_ONLY_TERMS`), which the audit never probes."""
     chosen = families if families is not None else load_families()
-    return [f for f in half_families(chosen, "train") if f.name not in _SKIPPED]
+    usable = [f for f in half_families(chosen, "train") if f.name not in _SKIPPED]
+    if families is not None:
+        return usable
+    out = []
+    for family in usable:
+        extra = AUGMENT_ONLY_TERMS.get(family.name, {})
+        groups = {g: terms + tuple(extra.get(g, ())) for g, terms in family.groups.items()}
+        out.append(replace(family, groups=groups))
+    return out
 
 
 @dataclass
@@ -100,7 +110,13 @@ def counterfactual(
 _FRAMES = {
     "country": ("{s} ( {t} )", "in {t} , {s}", "{s} , seen in {t}"),
     "nationality": ("{s} ( a {t} production )", "{t} critics : {s}"),
-    "religion": ("{s} , says a {t} viewer", "a {t} viewer : {s}"),
+    "religion": (
+        "{s} , says a {t} viewer",
+        "a {t} viewer : {s}",
+        "{s} ( from the {t} film club )",
+        "my {t} neighbour lent me the dvd . {s}",
+        "{s} , according to a {t} blogger",
+    ),
     "name": ("{t} says : {s}", "{s} , writes {t}"),
     "person": ("a {t} says : {s}", "{s} , said the {t}"),
 }
