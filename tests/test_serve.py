@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -130,6 +131,18 @@ def test_classify_options_long_texts_and_neutral_band(tiny_model_dir: Path) -> N
         assert_error(r, 413, "longer than max_length", "truncate=true")
         r = await client.post("/v1/classify", json={"inputs": TEXTS[0], "neutral_band": "0:1"})
         assert r.json()["label"] == banded.label == "NEUTRAL"
+        # A per-request max_length reads as far as predict(max_length=...) does, and no further.
+        for length in (8, 40):
+            r = await client.post("/v1/classify", json={"inputs": [long_text], "max_length": length})
+            assert_close(r.json(), [clf.predict(long_text, max_length=length).to_dict()])
+        short = " ".join(long_text.split()[:10])
+        r = await client.post("/v1/classify", json={"inputs": short, "max_length": 40, "truncate": False})
+        assert r.status_code == 200
+        r = await client.post("/v1/classify", json={"inputs": short, "max_length": 8, "truncate": False})
+        assert_error(r, 413, "longer than max_length (8 tokens)")
+        r = await client.post("/v1/classify", json={"inputs": short, "max_length": 40, "long": "chunk"})
+        assert_error(r, 422, "max_length", "long='truncate'")
+        assert (await client.post("/v1/classify", json={"inputs": "x", "max_length": 2})).status_code == 422
         assert_error(
             await client.post("/v1/classify", json={"inputs": "x", "neutral_band": "9"}), 422, "neutral_band"
         )
@@ -601,16 +614,62 @@ def test_web_page_in_a_real_browser(ref_model_dir: Path, tmp_path: Path) -> None
             browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
             page = browser.new_page()
             page.goto(url + "/")
-            page.fill("#text", "Hello, my dog is cute")
+            page.wait_for_function("labels.length > 0")  # /info has answered
+            # Did the spinner show while /v1/explain ran? Recorded as it happens, not polled.
+            page.evaluate(
+                """() => { window.spun = false; new MutationObserver(() => {
+                     if (!document.getElementById('explaining').hidden) window.spun = true;
+                   }).observe(document.getElementById('explaining'), {attributes: true}); }"""
+            )
+            # A negative review with a strong positive word: the word is coloured as pushing towards
+            # POSITIVE, whatever the predicted label.
+            text = "The cast is wonderful, but the plot is dull,  slow and far too long."
+            page.fill("#text", text)
             page.click("#classify")
-            page.wait_for_selector("#result:not([hidden])")
-            assert page.inner_text("#label") == "POSITIVE"
-            assert float(page.inner_text("#score")) > 0.9
-            page.wait_for_selector("#words span")  # word highlights from /v1/explain
-            assert "cute" in page.inner_text("#words")
+            page.wait_for_selector("#words span")
+            assert page.inner_text("#label") == "NEGATIVE"
+            assert page.evaluate("window.spun") and page.is_hidden("#explaining")
+            assert page.text_content("#words") == text  # the original text, its spacing and commas
+
+            def colour_of(word: str) -> tuple[str, tuple[int, int, int]]:
+                span = page.locator("#words span", has_text=re.compile(f"^{word}$"))
+                rgb = span.evaluate("e => getComputedStyle(e).backgroundColor")
+                red, green, blue = (int(x) for x in re.findall(r"\d+", rgb)[:3])
+                return span.get_attribute("data-towards"), (red, green, blue)
+
+            towards, (red, green, _) = colour_of("wonderful")
+            assert towards == "POSITIVE" and green > red
+            towards, (red, green, _) = colour_of("dull")
+            assert towards == "NEGATIVE" and red > green
+            legend = page.inner_text("#legend")
+            assert "pushes towards POSITIVE" in legend and "pushes towards NEGATIVE" in legend
+            assert page.is_hidden("#truncated")
             shot = Path(os.environ.get("DISTILSENT_SCREENSHOT", tmp_path / "page.png"))
             page.screenshot(path=str(shot))
             assert shot.stat().st_size > 0
+            # Past the model's 128 tokens: a notice, and the unread rest greyed out.
+            long_text = "a quiet and lovely film about two sisters . " * 40
+            page.fill("#text", long_text)
+            page.click("#classify")
+            page.wait_for_selector("#words .unread")
+            assert "only the first 128 tokens were read" in page.inner_text("#truncated")
+            assert page.text_content("#words") == long_text
+            # An error replaces the old result instead of leaving it under the new text.
+            page.route(
+                "**/v1/classify",
+                lambda route: route.fulfill(
+                    status=503, content_type="application/json", body='{"error": "server busy"}'
+                ),
+            )
+            page.fill("#text", "Hello, my dog is cute")
+            page.click("#classify")
+            page.wait_for_selector("#status.error")
+            assert page.inner_text("#status") == "server busy"
+            assert page.is_hidden("#result") and page.text_content("#words") == ""
+            page.unroute("**/v1/classify")
+            page.click("#classify")
+            page.wait_for_selector("#words span")
+            assert page.inner_text("#label") == "POSITIVE" and float(page.inner_text("#score")) > 0.9
             page.click("#tab-batch")
             page.fill("#lines", "a wonderful film\na dreadful, boring mess\n")
             page.click("#classify-batch")
@@ -761,6 +820,16 @@ def test_admission_bounds_the_queued_work_and_says_when_to_retry() -> None:
         assert time.perf_counter() - started < 1.5
         assert all(r.retry_after >= 1 for r in refused)
         assert batcher.queued_tokens == 0
+        await asyncio.sleep(max(r.retry_after for r in refused))  # the booked slots pass
+        # Refused requests are told to come back spread out at the model's pace, not all in a second:
+        # 190 of 100 tokens at 2,000 tokens/s is about 9.5 s of work.
+        results = await asyncio.gather(
+            *(batcher.submit([[1] * 100]) for _ in range(200)), return_exceptions=True
+        )
+        retries = [r.retry_after for r in results if isinstance(r, QueueFullError)]
+        assert retries == sorted(retries) and retries[0] == 1
+        assert 7 <= retries[-1] <= 14, retries
+        assert max(retries.count(k) for k in set(retries)) <= 30  # about 20 per second of work
         await batcher.stop()
 
     asyncio.run(main())

@@ -252,6 +252,7 @@ class Classifier:
             "dtype": self.engine.dtype,
             "dtype_reason": self.engine.dtype_reason,
             "max_length": self.config.max_length,
+            "long": self.config.long,
             **self._max_length_note(),
             "batch_size": self.batch_size,
             "on_out_of_scope": self.config.on_out_of_scope,
@@ -499,6 +500,11 @@ class Classifier:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if truncation is not None and not isinstance(truncation, bool):
             raise InvalidInputError(f"truncation must be True or False, got {truncation!r}")
+        return self.tokenizer_for(max_length)
+
+    def tokenizer_for(self, max_length: int | None) -> TextTokenizer:
+        """The tokenizer that cuts at ``max_length`` tokens (None: the loaded one), built once per
+        length; a length other than the loaded one needs ``long='truncate'``."""
         if max_length is None or max_length == self.config.max_length:
             return self.tokenizer
         if isinstance(max_length, bool) or not isinstance(max_length, int) or not 3 <= max_length <= 512:

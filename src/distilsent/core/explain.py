@@ -193,13 +193,19 @@ def to_html(explanation: Explanation) -> str:
     """A standalone HTML page with the words highlighted: green towards the target, red away."""
     top = max((abs(w.score) for w in explanation.words), default=0.0)
     spans = []
+    position = 0
+    text = explanation.text
     for w in explanation.words:
         a = 0.6 * _shade(w.score, top)
         colour = f"rgba(26,127,55,{a:.2f})" if w.score >= 0 else f"rgba(207,34,46,{a:.2f})"
+        # The text between words is kept as written: its spacing and punctuation, not re-joined.
+        spans.append(html.escape(text[position : w.start]))
         spans.append(
-            f'<span style="background:{colour};padding:0 2px;border-radius:3px" '
-            f'title="{w.score:+.3f}">{html.escape(w.word)}</span>'
+            f'<span style="background:{colour};border-radius:3px" '
+            f'title="{w.score:+.3f}">{html.escape(text[w.start : w.end])}</span>'
         )
+        position = w.end
+    spans.append(f'<span style="color:#8c959f">{html.escape(text[position:])}</span>')
     rows = "".join(
         f"<tr><td>{html.escape(w.word)}</td><td style='text-align:right'>{w.score:+.3f}</td></tr>"
         for w in sorted(explanation.words, key=lambda w: -abs(w.score))
@@ -209,7 +215,11 @@ def to_html(explanation: Explanation) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>distilsent explanation</title></head>
 <body style="font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto">
 <h1 style="font-size:1.3rem">{html.escape(e.label)} {e.score:.3f}</h1>
-<p style="font-size:1.2rem;line-height:2">{" ".join(spans)}</p>
+<p style="font-size:1.2rem;line-height:2;white-space:pre-wrap">{"".join(spans)}</p>
+<p><span style="background:rgba(26,127,55,.6);padding:0 .5rem">&nbsp;</span> pushes towards
+{html.escape(e.target)} &nbsp; <span style="background:rgba(207,34,46,.6);padding:0 .5rem">&nbsp;</span>
+pushes away from {html.escape(e.target)} (stronger colour, stronger push; grey: past the model's
+length limit, not read)</p>
 <p>Integrated Gradients towards <b>{html.escape(e.target)}</b> ({e.steps} steps): the word scores sum
 to {e.logit_difference + e.delta:+.3f}, the logit difference over an all-[PAD] baseline is
 {e.logit_difference:+.3f}.</p>

@@ -26,7 +26,7 @@ from distilsent._version import __version__
 from distilsent.core.classifier import Classifier, LoadConfig, Prediction
 from distilsent.core.errors import InvalidInputError, MissingExtraError
 from distilsent.core.text import text_problem
-from distilsent.core.tokenization import TokenBatch
+from distilsent.core.tokenization import TextTokenizer, TokenBatch
 from distilsent.serve.batching import Batcher, DeadlineError, QueueFullError
 from distilsent.serve.config import ServeConfig
 from distilsent.serve.middleware import (
@@ -65,6 +65,9 @@ __all__ = ["create_app"]
 logger = logging.getLogger(__name__)
 access_logger = logging.getLogger("distilsent.access")
 
+# A JSON body of English sentences holds about one token per four bytes (32 SST-2 sentences: 3.3 kB,
+# 800 tokens): what a request refused before its body is read is taken to need.
+_BYTES_PER_TOKEN = 4
 _INLINE_CHARS = 20_000  # requests up to this size are tokenized on the event loop: a thread hop costs more
 
 
@@ -90,8 +93,9 @@ class _State:
         # worker threads per calling thread, and two teams would compete for the same cores.
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="distilsent-model")
 
-    def shed(self) -> JSONResponse | None:
-        """A 429 when the queued work already exceeds ``max_queue_seconds`` at the measured rate."""
+    def shed(self, body_bytes: int = 0) -> JSONResponse | None:
+        """A 429 when the queued work already exceeds ``max_queue_seconds`` at the measured rate; its
+        Retry-After books a slot for about the tokens a body of ``body_bytes`` holds."""
         batcher = self.batcher
         if batcher is None:
             return None
@@ -103,7 +107,7 @@ class _State:
             f"server busy: {wait:.1f} s of work is queued (the limit is {self.serve.max_queue_seconds:g} s); "
             "retry later",
             "overloaded",
-            {"Retry-After": str(batcher.retry_after())},
+            {"Retry-After": str(batcher.retry_after(body_bytes // _BYTES_PER_TOKEN))},
         )
 
     def begin_shutdown(self) -> None:
@@ -263,6 +267,7 @@ def create_app(
             single,
             long=body.long,
             truncate=body.truncate,
+            max_length=body.max_length,
             top_k=body.top_k,
             function=body.function_to_apply,
             band=band,
@@ -539,6 +544,7 @@ async def _classify(
     *,
     long: str | None = None,
     truncate: bool = True,
+    max_length: int | None = None,
     top_k: int | None = None,
     function: str | None = None,
     band: Any = "config",
@@ -559,10 +565,15 @@ async def _classify(
     assert state.batcher is not None
     try:
         clf.check_options(top_k, function)
+        if max_length is not None and (long or clf.config.long) != "truncate":
+            raise InvalidInputError("max_length: a per-request max_length needs long='truncate'")
+        tokenizer = clf.tokenizer_for(max_length)
     except ValueError as e:
         raise ServerError(422, str(e), "validation") from None
 
     def single_sequences(chosen: list[str]) -> list[list[list[int]]]:
+        if tokenizer is not clf.tokenizer:
+            return [[ids] for ids in tokenizer.encode(chosen)]
         if (
             side is not None
             and side != clf.tokenizer.truncation_side
@@ -573,7 +584,7 @@ async def _classify(
 
     def prepare() -> tuple[list[list[list[int]]], Any]:
         if not truncate:
-            _refuse_long(clf, texts, too_long)
+            _refuse_long(tokenizer, texts, too_long)
         sequences = tokenized()
         joined = [t if isinstance(t, str) else f"{t[0]} {t[1]}" for t in texts]
         try:
@@ -591,7 +602,7 @@ async def _classify(
         out: list[list[list[int]]] = [[] for _ in texts]
         for i, seqs in zip(single_rows, single_sequences([texts[i] for i in single_rows])):
             out[i] = seqs
-        for i, ids in zip(pair_rows, clf.tokenizer.encode_pairs([texts[i] for i in pair_rows])):  # type: ignore[misc]
+        for i, ids in zip(pair_rows, tokenizer.encode_pairs([texts[i] for i in pair_rows])):  # type: ignore[misc]
             out[i] = [ids]
         return out
 
@@ -701,14 +712,14 @@ def _tei_inputs(inputs: Any, serve: ServeConfig) -> tuple[list[str | tuple[str, 
     return items, False
 
 
-def _refuse_long(clf: Classifier, items: Sequence[str | tuple[str, str]], status: int = 413) -> None:
-    """A ``status`` error for the first text or text pair longer than ``max_length`` tokens with its
-    special tokens (``[CLS] a [SEP]``, ``[CLS] a [SEP] b [SEP]``)."""
+def _refuse_long(tokenizer: TextTokenizer, items: Sequence[str | tuple[str, str]], status: int = 413) -> None:
+    """A ``status`` error for the first text or text pair longer than the tokenizer's ``max_length``
+    tokens with its special tokens (``[CLS] a [SEP]``, ``[CLS] a [SEP] b [SEP]``)."""
     for i, item in enumerate(items):
-        if not clf.tokenizer.fits(item):
+        if not tokenizer.fits(item):
             raise ServerError(
                 status,
-                f"inputs[{i}] is longer than max_length ({clf.config.max_length} tokens); "
+                f"inputs[{i}] is longer than max_length ({tokenizer.max_length} tokens); "
                 "send truncate=true to cut it",
                 "validation",
             )

@@ -21,6 +21,10 @@ import numpy as np
 
 __all__ = ["Batcher", "DeadlineError", "QueueFullError"]
 
+# A refused client is never told to wait longer than this, however many came before it (clients that
+# ignore Retry-After would otherwise push the booked slots ever further out).
+_MAX_RETRY_AFTER = 120.0
+
 
 class QueueFullError(Exception):
     """More work is waiting than the server accepts; the client should retry after ``retry_after`` s."""
@@ -82,6 +86,8 @@ class Batcher:
         self.deadline_seconds = deadline_seconds
         self.queued_tokens = 0
         """Tokens submitted and not yet sent to the model."""
+        self._booked_until = 0.0
+        """time.monotonic() at which the slots booked by refused requests (see retry_after) end."""
         self.tokens_per_second: float | None = None
         """The model's measured rate (a moving average over calls); None before the first call."""
         self.max_tokens = max_tokens
@@ -133,9 +139,9 @@ class Batcher:
         """
         if self._task is None or self._task.done():
             raise RuntimeError("the batcher is not running")
-        if len(self._queue) >= self.max_pending:
-            raise QueueFullError(f"{len(self._queue)} requests are already waiting", self.retry_after())
         tokens = sum(map(len, sequences))
+        if len(self._queue) >= self.max_pending:
+            raise QueueFullError(f"{len(self._queue)} requests are already waiting", self.retry_after(tokens))
         wait = self.queue_seconds(tokens)
         # A request is always admitted into an empty queue, however large: it could never be otherwise.
         limit = self.max_queue_seconds
@@ -174,11 +180,23 @@ class Batcher:
         self._drop_finished()
 
     def retry_after(self, tokens: int = 0) -> int:
-        """Seconds until the queue has drained enough to admit ``tokens`` more, at the measured rate."""
-        wait = self.queue_seconds(tokens)
-        if wait is None:
+        """Seconds a refused request of ``tokens`` should wait before it comes back: until the queue has
+        drained below the admission limit and the requests refused before it have had their turn, at
+        the measured rate.
+
+        Each refusal books its slot after the previous ones, so that refused clients return spread
+        out at the pace the model can take them; a Retry-After of one second for all of them (what
+        the queue alone suggests) brings them back together, and under 1,024 clients the server
+        spent its two cores answering their retries instead of running the model.
+        """
+        rate = self.tokens_per_second
+        if not rate:
             return 1
-        return max(1, math.ceil(wait - (self.max_queue_seconds or 0)))
+        now = time.monotonic()
+        drained = now + max(0.0, self.queued_tokens / rate - (self.max_queue_seconds or 0))
+        start = min(max(drained, self._booked_until), now + _MAX_RETRY_AFTER)
+        self._booked_until = start + tokens / rate
+        return max(1, math.ceil(start - now))
 
     def _pack(self) -> list[tuple[_Job, int, int]]:
         """Slices ``(job, start, end)`` of waiting jobs to run next: a fair share each, then leftovers."""

@@ -321,7 +321,13 @@ class BodyLimitAndLog:
             refused = gate.check(headers, (scope.get("client") or ("",))[0])
             if refused is not None:
                 return error_response(refused.status, refused.message, refused.error_type, refused.headers)
-        return self.state.shed() if scope["method"] == "POST" else None
+        if scope["method"] != "POST":
+            return None
+        try:
+            size = int(headers.get(b"content-length", b"0"))
+        except ValueError:
+            size = 0
+        return self.state.shed(size)
 
     def _record(self, scope: MutableMapping[str, Any], code: int, seconds: float) -> None:
         route = scope.get("route")

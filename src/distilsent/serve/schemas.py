@@ -47,6 +47,9 @@ class ClassifyRequest(BaseModel):
     inputs: Inputs = Field(description="One text, or a list of texts.")
     top_k: int | None = Field(None, ge=1, description="Keep only the k most likely labels in scores.")
     truncate: StrictBool = Field(True, description="Cut texts longer than max_length; false = refuse them.")
+    max_length: int | None = Field(
+        None, ge=3, le=512, description="Tokens read per text for this request (default: the server's)."
+    )
     long: Literal["truncate", "chunk"] | None = Field(
         None, description="Long texts: truncate, or classify every window and aggregate."
     )
