@@ -4,7 +4,7 @@ import difflib
 import re
 
 from distilsent.fairness.audit import half_families, load_families
-from distilsent.training.augment import counterfactual, training_families
+from distilsent.training.augment import counterfactual, invented_words, template_pairs, training_families
 
 
 def _terms(families) -> set[str]:
@@ -87,3 +87,42 @@ def test_augment_only_terms_are_trained_on_and_never_overlap_a_probed_term() -> 
     # Custom families get no extra terms: the lexicon belongs to the built-in ones.
     custom = load_families()
     assert _terms(training_families(custom)) <= probed
+
+
+def test_template_pairs_use_train_templates_and_terms_and_invented_words() -> None:
+    from transformers import AutoTokenizer
+
+    from distilsent.core.models import DEFAULT_MODEL_DIR
+
+    vocab = AutoTokenizer.from_pretrained(DEFAULT_MODEL_DIR).get_vocab()
+    invented = invented_words(vocab, 300, seed=1)
+    every_term = {
+        t.lower()
+        for f in load_families()
+        for g in (*f.groups.values(), *f.heldout_groups.values())
+        for t in g
+    }
+    assert len(set(invented)) > 250 and not {w.lower() for w in invented} & (every_term | set(vocab))
+    firsts, seconds = template_pairs(400, invented=invented, seed=2)
+    assert len(firsts) == len(seconds) == 400
+    held = half_families(load_families(), "heldout")
+    held_templates = {t for f in held for t in f.templates}
+    train_templates = {t for f in training_families() for t in f.templates}
+    assert held_templates and not held_templates & train_templates
+    train_terms = _terms(training_families())
+    frames = [t.split("{" + f.slot + "}") for f in training_families() for t in f.templates]
+    with_invented = 0
+    for first, second in zip(firsts, seconds):
+        # One train-half template, filled twice: only the slot's word differs.
+        fits = [
+            (first[len(pre) : len(first) - len(post)], second[len(pre) : len(second) - len(post)])
+            for pre, post in frames
+            if all(x.startswith(pre) and x.endswith(post) for x in (first, second))
+        ]
+        assert fits, (first, second)
+        a, b = min(fits, key=lambda ab: len(ab[0]))
+        assert a.lower() in train_terms, (first, a)
+        assert b.lower() in train_terms or b in invented, (second, b)
+        assert not {a.lower(), b.lower()} & _terms(held)
+        with_invented += b in invented
+    assert 150 <= with_invented <= 200

@@ -229,6 +229,46 @@ def test_inserted_pairs_train_with_the_consistency_loss(
     assert sum(seen) == 16 + 24, seen
 
 
+def test_template_pairs_are_unlabelled_and_tied_by_the_consistency_loss(
+    tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distilsent.training.train import _PairCollator
+
+    seen: list[tuple[int, int]] = []
+    collate = _PairCollator.__call__
+
+    def counting(self, features):
+        unlabelled = sum(f["labels"] == -100 for f in features)
+        seen.append((sum("pair_input_ids" in f for f in features), unlabelled))
+        return collate(self, features)
+
+    monkeypatch.setattr(_PairCollator, "__call__", counting)
+    config = _config(
+        _identity_data(tmp_path), tiny_model_dir, tmp_path / "out", dev=None, epochs=1,
+        augment="counterfactual", augment_templates=20, consistency=1.0, distill=1.0,
+    )  # fmt: skip
+    with caplog.at_level("WARNING", logger="distilsent.training.train"):
+        train(config)
+    assert "20 unlabelled template pairs added" in caplog.text
+    # 16 counterfactual copies + 20 template sentences carry a pair; only the 20 have no label.
+    assert (sum(p for p, _ in seen), sum(u for _, u in seen)) == (16 + 20, 20)
+
+
+def test_a_batch_without_labels_is_trained_by_the_consistency_term_alone(tiny_model_dir: Path) -> None:
+    from distilsent.training.train import _pairing_trainer
+
+    model, ids, batch, args = _paired_batch(tiny_model_dir)
+    batch = dict(batch)
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    model.train()
+    loss = _pairing_trainer(2.5)(model=model, args=args).compute_loss(model, batch)
+    with torch.no_grad():
+        log_p = model(input_ids=torch.tensor([ids[1]])).logits[0].log_softmax(-1)
+        log_q = model(input_ids=torch.tensor([ids[0]])).logits[0].log_softmax(-1)
+    assert torch.isfinite(loss)
+    assert loss.item() == pytest.approx(2.5 * (log_p - log_q).pow(2).mean().item(), rel=1e-5)
+
+
 def test_check_augmentation_adds_labelled_sentences_and_invariance_pairs(
     tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -303,6 +343,8 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"distill": -1.0}, "distill"),
         ({"distill": 1.0, "augment": "counterfactual"}, "--consistency"),
         ({"trainable": "lora"}, "bitfit"),
+        ({"augment_templates": -1}, "augment_templates"),
+        ({"augment": "counterfactual", "augment_templates": 5}, "--consistency W"),
     ],
 )
 def test_config_validation(fields, match, tmp_path: Path) -> None:

@@ -11,14 +11,21 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from distilsent.core.errors import InvalidInputError
 from distilsent.fairness.audit import ProbeFamily, half_families, load_families
 from distilsent.fairness.probes import AUGMENT_ONLY_TERMS
 
-__all__ = ["AugmentStats", "counterfactual", "inserted_pairs", "training_families"]
+__all__ = [
+    "AugmentStats",
+    "counterfactual",
+    "inserted_pairs",
+    "invented_words",
+    "template_pairs",
+    "training_families",
+]
 
 # Pronouns change verb agreement ("they were"); swapping them would write ungrammatical sentences.
 _SKIPPED = ("pronoun",)
@@ -155,3 +162,70 @@ def inserted_pairs(
         seconds.append(frame.format(s=texts[i], t=second))
         out_labels.append(labels[i])
     return firsts, out_labels, seconds
+
+
+def invented_words(vocab: Iterable[str], count: int, *, seed: int = 0) -> list[str]:
+    """``count`` words that no one uses, each a word piece of ``vocab`` followed by one or two
+    continuation pieces (``brand`` + ``##orial``), none of them a term any probe family names.
+
+    Rarer identity terms are, to the model, such strings of word pieces ("Sephardic" is ``sep ##hard
+    ##ic``), and a model can read sentiment into a piece of one ("hard"). Pairing a known
+    term with an invented word teaches that an unfamiliar word in that place says nothing, without
+    ever showing a held-out term.
+    """
+    pieces = sorted(set(vocab))
+    starts = [w for w in pieces if w.isascii() and w.isalpha() and 3 <= len(w) <= 6]
+    tails = [
+        w[2:] for w in pieces if w.startswith("##") and w[2:].isascii() and w[2:].isalpha() and len(w) <= 7
+    ]
+    if not starts or not tails:
+        raise InvalidInputError("invented words need a WordPiece vocabulary (pieces and ##continuations)")
+    probed = {
+        t.lower()
+        for f in load_families()
+        for terms in (*f.groups.values(), *f.heldout_groups.values())
+        for t in terms
+    }
+    known = set(pieces)
+    rng = random.Random(seed)
+    out: list[str] = []
+    while len(out) < count:
+        word = rng.choice(starts) + "".join(rng.choice(tails) for _ in range(rng.randint(1, 2)))
+        if word not in known and word not in probed:
+            out.append(word.capitalize() if rng.random() < 0.5 else word)
+    return out
+
+
+def template_pairs(
+    pairs: int,
+    *,
+    invented: Sequence[str] = (),
+    seed: int = 0,
+    families: Sequence[ProbeFamily] | None = None,
+) -> tuple[list[str], list[str]]:
+    """``pairs`` (sentence, twin) pairs written from the train-half templates of the audit's families:
+    one template filled with terms of two different groups, or, for every other pair when
+    ``invented`` is given, with a term and an invented word (:func:`invented_words`).
+
+    These sentences are neutral, and the pair carries no label: the consistency loss alone ties the
+    two, so the model learns that the identity word does not move the score without being pushed
+    towards either label. (The inserted pairs of :func:`inserted_pairs` wrap polar training sentences,
+    whose scores are already saturated and barely move when the term does.) Held-out templates and
+    terms are never used.
+    """
+    if pairs < 0:
+        raise InvalidInputError(f"pairs must not be negative, got {pairs}")
+    rng = random.Random(seed)
+    usable = training_families(families)
+    if not usable:
+        return [], []
+    firsts, seconds = [], []
+    for k in range(pairs):
+        family = rng.choice(usable)
+        template = rng.choice(family.templates)
+        one, other = rng.sample(list(family.groups), 2)
+        first = rng.choice(family.groups[one])
+        second = rng.choice(invented) if invented and k % 2 else rng.choice(family.groups[other])
+        firsts.append(template.format(**{family.slot: first}))
+        seconds.append(template.format(**{family.slot: second}))
+    return firsts, seconds

@@ -32,6 +32,7 @@ from distilsent.training import card
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
 AUGMENTATIONS = ("counterfactual", "check")
+_NO_LABEL = -100  # what the cross-entropy ignores: a row trained by other terms only
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,13 @@ class TrainConfig(Config):
     """With augment: also add this many training sentences with an identity term inserted in a neutral
     frame (e.g. '<sentence> ( <country> )'), each paired for the consistency loss with the same
     sentence naming another group; see distilsent.augment.inserted_pairs."""
+    augment_templates: int = 0
+    """With augment 'counterfactual' and consistency: also add this many pairs of neutral sentences from
+    the train-half templates of the audit, one filled with a term of one group and its twin with a
+    term of another group or, for every other pair, an invented word (word pieces joined, e.g.
+    'loftneck'); the pair carries no label and is tied by the consistency loss alone, so the model
+    learns that the identity word, known or never seen, does not move the score; see
+    distilsent.augment.template_pairs."""
     consistency: float = 0.0
     """With augment: weight of a counterfactual logit-pairing loss — the mean squared difference between
     the log-probabilities of each copy and of the sentence it was made from, added to the
@@ -170,6 +178,13 @@ class TrainConfig(Config):
         if self.augment_insert and "counterfactual" not in self.augmentations():
             raise InvalidInputError(
                 "augment_insert is part of the augmentation: add --augment counterfactual"
+            )
+        if self.augment_templates < 0:
+            raise InvalidInputError(f"augment_templates must not be negative, got {self.augment_templates}")
+        if self.augment_templates and ("counterfactual" not in self.augmentations() or self.consistency <= 0):
+            raise InvalidInputError(
+                "augment_templates pairs are tied by the consistency loss alone: "
+                "add --augment counterfactual and --consistency W"
             )
         if self.consistency < 0:
             raise InvalidInputError(f"consistency must not be negative, got {self.consistency}")
@@ -374,14 +389,21 @@ def _pairing_trainer(
             targets = inputs.pop("teacher_logits", None)
             free = inputs.pop("free_rows", None)
             if targets is None or soft is None:
-                loss, outputs = super().compute_loss(
-                    model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
+                labels = inputs.pop("labels")
+                outputs = model(**inputs)
+                # Rows without a label (template pairs) count only through the consistency term;
+                # a batch may hold nothing else.
+                gold = labels != _NO_LABEL
+                loss = (
+                    torch.nn.functional.cross_entropy(outputs.logits.float()[gold], labels[gold])
+                    if gold.any()
+                    else outputs.logits.sum() * 0.0
                 )
             else:
                 labels = inputs.pop("labels")
                 outputs = model(**inputs)
                 loss = kd_loss(outputs.logits, targets, soft.temperature)
-                gold = labels != -100
+                gold = labels != _NO_LABEL
                 if soft.alpha > 0 and gold.any():
                     ce = torch.nn.functional.cross_entropy(outputs.logits.float()[gold], labels[gold])
                     loss = loss + soft.alpha * ce
@@ -537,6 +559,16 @@ def train(
             second_rows += range(len(train_texts), len(train_texts) + len(firsts))
             train_texts, train_ids = train_texts + firsts, train_ids + labels
             logger.warning("%d sentences with an inserted identity term added", len(firsts))
+        if config.augment_templates:
+            from distilsent.training.augment import invented_words, template_pairs
+
+            invented = invented_words(tokenizer.get_vocab(), 2000, seed=config.seed)
+            firsts, twins = template_pairs(config.augment_templates, invented=invented, seed=config.seed)
+            second_rows += range(len(train_texts), len(train_texts) + len(firsts))
+            # No label: neutral sentences, held only to their twins by the consistency loss.
+            train_texts, train_ids = train_texts + firsts, train_ids + [_NO_LABEL] * len(firsts)
+            seconds = seconds + twins
+            logger.warning("%d unlabelled template pairs added (half with an invented word)", len(firsts))
     if "check" in config.augmentations():
         texts, ids, firsts, seconds_ = _check_augmentation(config, init_dir, id2label)
         free_rows = set(range(len(train_texts), len(train_texts) + len(texts)))
@@ -566,7 +598,7 @@ def train(
         extra = soft_targets.extra_texts(list(train_data.texts))
         if extra:
             logger.warning("%d transfer texts without gold labels added", len(extra))
-            train_set += _tokenize(tokenizer, extra, [-100] * len(extra), config.max_length)
+            train_set += _tokenize(tokenizer, extra, [_NO_LABEL] * len(extra), config.max_length)
         targets = soft_targets.logits(train_texts + extra)
         if targets.shape != (len(train_set), len(id2label)):
             need = (len(train_set), len(id2label))
