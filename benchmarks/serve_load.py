@@ -116,6 +116,7 @@ class Tally:
     """What every client saw."""
 
     latencies: list[float] = field(default_factory=list)  # of 200 answers
+    sent_at: list[float] = field(default_factory=list)  # perf_counter() when each of those was sent
     codes: collections.Counter[int] = field(default_factory=collections.Counter)
     retry_after: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -145,6 +146,7 @@ async def client(
         tally.codes[status] += 1
         if status == 200:
             tally.latencies.append(time.perf_counter() - began)
+            tally.sent_at.append(began)
             tally.texts += size
         else:
             if status not in (429, 503):
@@ -227,6 +229,10 @@ def main() -> None:
     ms = np.array(tally.latencies or [0.0]) * 1000
     p50, p95, p99 = (float(np.percentile(ms, q)) for q in (50, 95, 99))
     rate = answered / elapsed
+    # Where in the run the slow answers were: a start-up burst reads differently from a steady state.
+    third = np.minimum((np.array(tally.sent_at or [began]) - began) * 3 // args.seconds, 2).astype(int)
+    by_third = [ms[third == k] for k in range(3)]
+    p99_thirds = " / ".join(f"{np.percentile(x, 99):.1f}" if len(x) else "-" for x in by_third)
     text_rate = tally.texts / elapsed
     errors = tally.errors
     retry = tally.retry_after
@@ -259,6 +265,7 @@ def main() -> None:
             f"{p50:.1f} / {p95:.1f} / {p99:.1f}  (p99/p50 {p99 / max(p50, 1e-9):.1f}x)",
         ),
         ("200 mean latency ms", f"{statistics.fmean(ms):.1f}"),
+        ("200 p99 ms by third of the run (sent)", p99_thirds),
         (
             "Retry-After given (429/503) s",
             f"mean {statistics.fmean(retry):.1f}, max {max(retry):.0f}" if retry else "none",

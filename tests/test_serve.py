@@ -325,6 +325,42 @@ def test_queue_full_is_429_with_retry_after(classifier: distilsent.Classifier) -
     run_app(scenario, classifier, max_concurrent=1, max_wait_ms=0)
 
 
+def test_work_admitted_from_headers_counts_until_it_is_queued(classifier: distilsent.Classifier) -> None:
+    import contextvars
+
+    async def scenario(client: httpx.AsyncClient, state: Any) -> None:
+        batcher = state.batcher
+        original = batcher.submit
+        during: list[int] = []
+
+        async def submit(sequences: Any, timing: Any = None) -> Any:
+            during.append(state.arriving_tokens)
+            return await original(sequences, timing)
+
+        batcher.submit = submit
+        texts = ["a fine film"] * 8
+        assert (await client.post("/v1/classify", json={"inputs": texts})).status_code == 200
+        # Released before the batcher queued it (the batcher counts it from there), and nothing is left.
+        assert during == [0] and state.arriving_tokens == 0
+        assert_error(await client.post("/v1/classify", json={"inputs": ""}), 422)  # never queued
+        assert state.arriving_tokens == 0
+
+        # A burst: every request's headers arrive before any body is queued. At 1,000 tokens/s the
+        # 0.5 s wait holds 500 tokens; a 1,600-byte body is taken to hold 400.
+        batcher.tokens_per_second = 1000.0
+        burst = [contextvars.copy_context() for _ in range(3)]
+        answers = [ctx.run(state.shed, 1600) for ctx in burst]
+        assert answers[0] is None and answers[1] is None and answers[2].status_code == 429
+        assert state.arriving_tokens == 800
+        for ctx in burst:
+            ctx.run(state.arrived)
+            ctx.run(state.arrived)  # a second release is a no-op
+        assert state.arriving_tokens == 0
+        assert burst[0].run(state.shed, 1600) is None
+
+    run_app(scenario, classifier)
+
+
 def test_not_ready_is_503_until_the_model_is_warm(classifier: distilsent.Classifier) -> None:
     release = threading.Event()
     original = classifier.predict

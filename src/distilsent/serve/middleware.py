@@ -264,53 +264,56 @@ class BodyLimitAndLog:
             finally:
                 self._record(scope, status["code"], time.perf_counter() - began)
             return
-        if scope["method"] == "POST" and headers.get(b"content-type", b"form").startswith(
-            (b"form", b"application/x-www-form-urlencoded")
-        ):
-            # No type, or curl -d's default: every body this API takes is JSON, so read it as JSON.
-            scope["headers"] = [
-                *((k, v) for k, v in scope["headers"] if k != b"content-type"),
-                (b"content-type", b"application/json"),
-            ]
-        too_big = False
-        with contextlib.suppress(ValueError):
-            too_big = int(headers.get(b"content-length", b"0")) > limit
-        if not too_big and scope["method"] in ("POST", "PUT", "PATCH"):
-            # Read the body here, up to the cap, then replay it to the app.
-            chunks, size, more = [], 0, True
-            while more:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > limit:
-                    too_big = True
-                    break
-                chunks.append(chunk)
-                more = message.get("more_body", False)
-            if not too_big:
-                body = b"".join(chunks)
-                sent = False
-
-                async def replay() -> MutableMapping[str, Any]:
-                    nonlocal sent
-                    if not sent:
-                        sent = True
-                        return {"type": "http.request", "body": body, "more_body": False}
-                    return await receive()
-
-                receive = replay
         try:
-            if too_big:
-                response = error_response(
-                    413, f"request body is larger than {limit} bytes", "payload_too_large"
-                )
-                await response(scope, receive, send_wrapper)
-            else:
-                await self.app(scope, receive, send_wrapper)
+            if scope["method"] == "POST" and headers.get(b"content-type", b"form").startswith(
+                (b"form", b"application/x-www-form-urlencoded")
+            ):
+                # No type, or curl -d's default: every body this API takes is JSON, so read it as JSON.
+                scope["headers"] = [
+                    *((k, v) for k, v in scope["headers"] if k != b"content-type"),
+                    (b"content-type", b"application/json"),
+                ]
+            too_big = False
+            with contextlib.suppress(ValueError):
+                too_big = int(headers.get(b"content-length", b"0")) > limit
+            if not too_big and scope["method"] in ("POST", "PUT", "PATCH"):
+                # Read the body here, up to the cap, then replay it to the app.
+                chunks, size, more = [], 0, True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        too_big = True
+                        break
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+                if not too_big:
+                    body = b"".join(chunks)
+                    sent = False
+
+                    async def replay() -> MutableMapping[str, Any]:
+                        nonlocal sent
+                        if not sent:
+                            sent = True
+                            return {"type": "http.request", "body": body, "more_body": False}
+                        return await receive()
+
+                    receive = replay
+            try:
+                if too_big:
+                    response = error_response(
+                        413, f"request body is larger than {limit} bytes", "payload_too_large"
+                    )
+                    await response(scope, receive, send_wrapper)
+                else:
+                    await self.app(scope, receive, send_wrapper)
+            finally:
+                self._record(scope, status["code"], time.perf_counter() - began)
         finally:
-            self._record(scope, status["code"], time.perf_counter() - began)
+            self.state.arrived()  # refused, failed, gone or answered before its work was queued
 
     def _answer_from_headers(self, scope: MutableMapping[str, Any], headers: dict[bytes, bytes]) -> Any:
         """The response to send before the body is read, if any: a refused API key, or a 429 when the
