@@ -83,18 +83,21 @@ def start_server(model: str, backend: str, port: int, extra: list[str]) -> subpr
     raise SystemExit("server not ready after 120 s")
 
 
-async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, float]:
-    """(status, body, Retry-After seconds or 0)."""
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, float, float | None]:
+    """(status, body, Retry-After seconds or 0, the server's own x-total-time in ms or None)."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split()[1])
-    length, retry = 0, 0.0
+    length, retry, total = 0, 0.0, None
     for line in lines[1:]:
-        if line.lower().startswith("content-length:"):
-            length = int(line.split(":", 1)[1])
-        elif line.lower().startswith("retry-after:"):
-            retry = float(line.split(":", 1)[1])
-    return status, await reader.readexactly(length), retry
+        name, _, value = line.partition(":")
+        if name.lower() == "content-length":
+            length = int(value)
+        elif name.lower() == "retry-after":
+            retry = float(value)
+        elif name.lower() == "x-total-time":
+            total = float(value)
+    return status, await reader.readexactly(length), retry, total
 
 
 def encode_request(method: str, path: str, body: bytes) -> bytes:
@@ -106,7 +109,7 @@ async def request(host: str, port: int, method: str, path: str, body: bytes) -> 
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(encode_request(method, path, body))
     await writer.drain()
-    status, body, _ = await read_response(reader)
+    status, body, _, _ = await read_response(reader)
     writer.close()
     return status, body
 
@@ -117,6 +120,7 @@ class Tally:
 
     latencies: list[float] = field(default_factory=list)  # of 200 answers
     sent_at: list[float] = field(default_factory=list)  # perf_counter() when each of those was sent
+    server_ms: list[float] = field(default_factory=list)  # the server's x-total-time of each of those
     codes: collections.Counter[int] = field(default_factory=collections.Counter)
     retry_after: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -138,7 +142,7 @@ async def client(
         writer.write(encode_request("POST", "/v1/classify", body))
         sent += 1
         try:
-            status, payload, retry = await read_response(reader)
+            status, payload, retry, server_ms = await read_response(reader)
         except (asyncio.IncompleteReadError, ConnectionError) as e:
             tally.dropped += 1
             tally.errors.append(f"connection: {e}")
@@ -147,6 +151,7 @@ async def client(
         if status == 200:
             tally.latencies.append(time.perf_counter() - began)
             tally.sent_at.append(began)
+            tally.server_ms.append(float("nan") if server_ms is None else server_ms)
             tally.texts += size
         else:
             if status not in (429, 503):
@@ -233,6 +238,13 @@ def main() -> None:
     third = np.minimum((np.array(tally.sent_at or [began]) - began) * 3 // args.seconds, 2).astype(int)
     by_third = [ms[third == k] for k in range(3)]
     p99_thirds = " / ".join(f"{np.percentile(x, 99):.1f}" if len(x) else "-" for x in by_third)
+    # The server's own time (x-total-time: from the parsed request to the answer) beside the client's:
+    # what is left is HTTP, the event loop's queue and the load generator itself.
+    own = np.array(tally.server_ms or [float("nan")])
+    own_thirds = " / ".join(
+        f"{np.nanpercentile(own[third == k], 99):.1f}" if np.isfinite(own[third == k]).any() else "-"
+        for k in range(3)
+    )
     text_rate = tally.texts / elapsed
     errors = tally.errors
     retry = tally.retry_after
@@ -266,6 +278,7 @@ def main() -> None:
         ),
         ("200 mean latency ms", f"{statistics.fmean(ms):.1f}"),
         ("200 p99 ms by third of the run (sent)", p99_thirds),
+        ("the same, the server's x-total-time", own_thirds),
         (
             "Retry-After given (429/503) s",
             f"mean {statistics.fmean(retry):.1f}, max {max(retry):.0f}" if retry else "none",

@@ -346,17 +346,21 @@ def test_work_admitted_from_headers_counts_until_it_is_queued(classifier: distil
         assert state.arriving_tokens == 0
 
         # A burst: every request's headers arrive before any body is queued. At 1,000 tokens/s the
-        # 0.5 s wait holds 500 tokens; a 1,600-byte body is taken to hold 400.
+        # 0.5 s wait holds 500 tokens; an 800-byte body is taken to hold 200, so the third would
+        # finish 0.6 s out and is refused from its headers, as the batcher would refuse it.
         batcher.tokens_per_second = 1000.0
         burst = [contextvars.copy_context() for _ in range(3)]
-        answers = [ctx.run(state.shed, 1600) for ctx in burst]
-        assert answers[0] is None and answers[1] is None and answers[2].status_code == 429
-        assert state.arriving_tokens == 800
+        answers = [ctx.run(state.shed, 800) for ctx in burst]
+        assert answers[0] is None and answers[1] is None
+        assert answers[2].status_code == 429 and b"0.6 s of work with this request" in answers[2].body
+        assert state.arriving_tokens == 400
         for ctx in burst:
             ctx.run(state.arrived)
             ctx.run(state.arrived)  # a second release is a no-op
         assert state.arriving_tokens == 0
-        assert burst[0].run(state.shed, 1600) is None
+        # Into an empty queue goes any request, however large (as Batcher.submit admits it).
+        assert burst[0].run(state.shed, 40_000) is None
+        burst[0].run(state.arrived)
 
     run_app(scenario, classifier)
 
