@@ -3,6 +3,8 @@ from __future__ import annotations
 import difflib
 import re
 
+import pytest
+
 from distilsent.fairness.audit import half_families, load_families
 from distilsent.training.augment import counterfactual, invented_words, template_pairs, training_families
 
@@ -111,18 +113,27 @@ def test_template_pairs_use_train_templates_and_terms_and_invented_words() -> No
     assert held_templates and not held_templates & train_templates
     train_terms = _terms(training_families())
     frames = [t.split("{" + f.slot + "}") for f in training_families() for t in f.templates]
-    with_invented = 0
-    for first, second in zip(firsts, seconds):
-        # One train-half template, filled twice: only the slot's word differs.
+
+    def filled(first: str, second: str) -> tuple[str, str]:
+        """The two words one train-half template was filled with (only the slot's word differs)."""
         fits = [
             (first[len(pre) : len(first) - len(post)], second[len(pre) : len(second) - len(post)])
             for pre, post in frames
             if all(x.startswith(pre) and x.endswith(post) for x in (first, second))
         ]
         assert fits, (first, second)
-        a, b = min(fits, key=lambda ab: len(ab[0]))
+        return min(fits, key=lambda ab: len(ab[0]))
+
+    with_invented = 0
+    for first, second in zip(firsts, seconds):
+        a, b = filled(first, second)
         assert a.lower() in train_terms, (first, a)
         assert b.lower() in train_terms or b in invented, (second, b)
         assert not {a.lower(), b.lower()} & _terms(held)
         with_invented += b in invented
-    assert 150 <= with_invented <= 200
+    assert with_invented == 200  # half, spread evenly
+    for share, expected in ((1.0, 40), (0.25, 10), (0.0, 0)):
+        pairs = zip(*template_pairs(40, invented=invented, invented_share=share, seed=3))
+        assert sum(filled(a, b)[1] in invented for a, b in pairs) == expected, share
+    with pytest.raises(ValueError, match="invented_share"):
+        template_pairs(4, invented=invented, invented_share=1.5)

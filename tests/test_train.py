@@ -344,6 +344,7 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"distill": 1.0, "augment": "counterfactual"}, "--consistency"),
         ({"trainable": "lora"}, "bitfit"),
         ({"augment_templates": -1}, "augment_templates"),
+        ({"augment_invented": 1.5}, "augment_invented"),
         ({"augment": "counterfactual", "augment_templates": 5}, "--consistency W"),
     ],
 )

@@ -200,12 +200,13 @@ def template_pairs(
     pairs: int,
     *,
     invented: Sequence[str] = (),
+    invented_share: float = 0.5,
     seed: int = 0,
     families: Sequence[ProbeFamily] | None = None,
 ) -> tuple[list[str], list[str]]:
     """``pairs`` (sentence, twin) pairs written from the train-half templates of the audit's families:
-    one template filled with terms of two different groups, or, for every other pair when
-    ``invented`` is given, with a term and an invented word (:func:`invented_words`).
+    one template filled with terms of two different groups, or, for ``invented_share`` of the pairs
+    when ``invented`` is given, with a term and an invented word (:func:`invented_words`).
 
     These sentences are neutral, and the pair carries no label: the consistency loss alone ties the
     two, so the model learns that the identity word does not move the score without being pushed
@@ -215,6 +216,8 @@ def template_pairs(
     """
     if pairs < 0:
         raise InvalidInputError(f"pairs must not be negative, got {pairs}")
+    if not 0 <= invented_share <= 1:
+        raise InvalidInputError(f"invented_share must be in [0, 1], got {invented_share}")
     rng = random.Random(seed)
     usable = training_families(families)
     if not usable:
@@ -225,7 +228,9 @@ def template_pairs(
         template = rng.choice(family.templates)
         one, other = rng.sample(list(family.groups), 2)
         first = rng.choice(family.groups[one])
-        second = rng.choice(invented) if invented and k % 2 else rng.choice(family.groups[other])
+        # Evenly spread: pair k has an invented twin when the running share crosses a whole number.
+        made_up = invented and int((k + 1) * invented_share) > int(k * invented_share)
+        second = rng.choice(invented) if made_up else rng.choice(family.groups[other])
         firsts.append(template.format(**{family.slot: first}))
         seconds.append(template.format(**{family.slot: second}))
     return firsts, seconds

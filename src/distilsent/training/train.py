@@ -122,6 +122,9 @@ class TrainConfig(Config):
     'loftneck'); the pair carries no label and is tied by the consistency loss alone, so the model
     learns that the identity word, known or never seen, does not move the score; see
     distilsent.augment.template_pairs."""
+    augment_invented: float = 0.5
+    """With augment_templates: the share of the pairs whose twin is an invented word (the others name
+    a term of another group)."""
     consistency: float = 0.0
     """With augment: weight of a counterfactual logit-pairing loss — the mean squared difference between
     the log-probabilities of each copy and of the sentence it was made from, added to the
@@ -186,6 +189,8 @@ class TrainConfig(Config):
                 "augment_templates pairs are tied by the consistency loss alone: "
                 "add --augment counterfactual and --consistency W"
             )
+        if not 0 <= self.augment_invented <= 1:
+            raise InvalidInputError(f"augment_invented must be in [0, 1], got {self.augment_invented}")
         if self.consistency < 0:
             raise InvalidInputError(f"consistency must not be negative, got {self.consistency}")
         if self.consistency > 0 and self.augment is None:
@@ -563,12 +568,21 @@ def train(
             from distilsent.training.augment import invented_words, template_pairs
 
             invented = invented_words(tokenizer.get_vocab(), 2000, seed=config.seed)
-            firsts, twins = template_pairs(config.augment_templates, invented=invented, seed=config.seed)
+            firsts, twins = template_pairs(
+                config.augment_templates,
+                invented=invented,
+                invented_share=config.augment_invented,
+                seed=config.seed,
+            )
             second_rows += range(len(train_texts), len(train_texts) + len(firsts))
             # No label: neutral sentences, held only to their twins by the consistency loss.
             train_texts, train_ids = train_texts + firsts, train_ids + [_NO_LABEL] * len(firsts)
             seconds = seconds + twins
-            logger.warning("%d unlabelled template pairs added (half with an invented word)", len(firsts))
+            logger.warning(
+                "%d unlabelled template pairs added (%.0f %% with an invented word)",
+                len(firsts),
+                100 * config.augment_invented,
+            )
     if "check" in config.augmentations():
         texts, ids, firsts, seconds_ = _check_augmentation(config, init_dir, id2label)
         free_rows = set(range(len(train_texts), len(train_texts) + len(texts)))
