@@ -393,24 +393,21 @@ def _pairing_trainer(
             rows = inputs.pop("pair_rows", None)
             targets = inputs.pop("teacher_logits", None)
             free = inputs.pop("free_rows", None)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            # Rows without a label (template pairs, transfer texts) count only through the other
+            # terms; a batch may hold nothing else.
+            gold = labels != _NO_LABEL
+            ce = (
+                torch.nn.functional.cross_entropy(outputs.logits.float()[gold], labels[gold])
+                if gold.any()
+                else outputs.logits.sum() * 0.0
+            )
             if targets is None or soft is None:
-                labels = inputs.pop("labels")
-                outputs = model(**inputs)
-                # Rows without a label (template pairs) count only through the consistency term;
-                # a batch may hold nothing else.
-                gold = labels != _NO_LABEL
-                loss = (
-                    torch.nn.functional.cross_entropy(outputs.logits.float()[gold], labels[gold])
-                    if gold.any()
-                    else outputs.logits.sum() * 0.0
-                )
+                loss = ce
             else:
-                labels = inputs.pop("labels")
-                outputs = model(**inputs)
                 loss = kd_loss(outputs.logits, targets, soft.temperature)
-                gold = labels != _NO_LABEL
-                if soft.alpha > 0 and gold.any():
-                    ce = torch.nn.functional.cross_entropy(outputs.logits.float()[gold], labels[gold])
+                if soft.alpha > 0:
                     loss = loss + soft.alpha * ce
             if not model.training:
                 return (loss, outputs) if return_outputs else loss
