@@ -251,6 +251,7 @@ class Classifier:
             "device": self.engine.device,
             "dtype": self.engine.dtype,
             "dtype_reason": self.engine.dtype_reason,
+            "forward": self.engine.forward,
             "max_length": self.config.max_length,
             "long": self.config.long,
             **self._max_length_note(),

@@ -24,6 +24,8 @@ class Engine(Protocol):
     """What the model computes in, e.g. ``"float32"``, ``"bfloat16"`` or ``"int8"``."""
     dtype_reason: str
     """Why that dtype: asked for, or what ``dtype='auto'`` saw on this machine."""
+    forward: str
+    """What runs the forward pass, e.g. ``"transformers"`` or ``"onnxruntime CPUExecutionProvider"``."""
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """Logits of shape ``(batch, num_labels)`` as float32."""

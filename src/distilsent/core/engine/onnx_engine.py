@@ -49,6 +49,7 @@ class OnnxEngine:
             raise ModelFormatError(f"{self.path} is not a loadable ONNX model: {e}") from None
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self._inputs = {i.name for i in self.session.get_inputs()}
+        self.forward = f"onnxruntime {self.session.get_providers()[0]}"
 
     def num_parameters(self) -> int:
         import onnx

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from distilsent.core.engine import create_engine, packed
+from distilsent.core.engine.packed import PackedDistilBert, packable, row_bucket
+
+
+def _batch(lengths: list[int], vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded random ids, ``[CLS]``-like id 2 first, with the given real lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    width = max(lengths)
+    ids = torch.zeros(len(lengths), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, n in enumerate(lengths):
+        ids[row, :n] = torch.randint(5, vocab, (n,), generator=generator)
+        ids[row, 0] = 2
+        mask[row, :n] = 1
+    return ids, mask
+
+
+def _model(path: Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    return AutoModelForSequenceClassification.from_pretrained(path, dtype=dtype).eval()
+
+
+def test_row_buckets_are_few_and_waste_at_most_an_eighth() -> None:
+    sizes = [row_bucket(n) for n in range(1, 4097)]
+    assert sizes[:16] == [16] * 16
+    assert all(b >= n for n, b in enumerate(sizes, start=1))
+    assert all(b - n <= max(15, n // 8) for n, b in enumerate(sizes, start=1))
+    assert sizes == sorted(sizes)
+    # 16..4096 rows in 65 shapes, so oneDNN compiles each once and its cache (1,024) keeps them.
+    assert len(set(sizes)) <= 65
+
+
+def test_packed_forward_matches_transformers_in_fp32(tiny_model_dir: Path) -> None:
+    model = _model(tiny_model_dir)
+    ids, mask = _batch([3, 17, 9, 1, 40, 2, 40], model.config.vocab_size)
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask).logits
+    got = PackedDistilBert(model)(ids, mask)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_one_sequence_and_a_full_batch_without_padding(tiny_model_dir: Path) -> None:
+    model = _model(tiny_model_dir)
+    forward = PackedDistilBert(model)
+    for lengths in ([5], [6, 6, 6]):
+        ids, mask = _batch(lengths, model.config.vocab_size, seed=len(lengths))
+        with torch.inference_mode():
+            want = model(input_ids=ids, attention_mask=mask).logits
+        torch.testing.assert_close(forward(ids, mask), want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("prepack", [True, False])
+def test_bf16_stays_close_to_fp32(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prepack: bool
+) -> None:
+    if not prepack:
+        monkeypatch.setattr(packed, "_prepack_works", lambda: False)
+    fp32, bf16 = _model(tiny_model_dir), _model(tiny_model_dir, torch.bfloat16)
+    ids, mask = _batch([4, 12, 30, 7] * 8, fp32.config.vocab_size, seed=3)
+    with torch.inference_mode():
+        want = fp32(input_ids=ids, attention_mask=mask).logits
+        theirs = bf16(input_ids=ids, attention_mask=mask).logits.float()
+    forward = PackedDistilBert(bf16)
+    if not prepack:
+        assert not forward.prepacked
+    got = forward(ids, mask).float()
+    # bf16 keeps 8 bits of mantissa: our error against fp32 is of the size of transformers' own.
+    assert (got - want).abs().max() <= 2 * (theirs - want).abs().max() + 0.05
+
+
+def test_only_distilbert_classifiers_are_packed(tiny_model_dir: Path) -> None:
+    assert packable(_model(tiny_model_dir))
+    with pytest.raises(ValueError, match="DistilBertForSequenceClassification"):
+        PackedDistilBert(torch.nn.Linear(2, 2))
+
+
+def test_engine_uses_it_on_cpu_and_falls_back_for_left_padding(tiny_model_dir: Path) -> None:
+    engine = create_engine("torch", tiny_model_dir, device="cpu", dtype="fp32")
+    assert engine.forward.startswith("packed")
+    ids, mask = _batch([3, 8], engine.model.config.vocab_size)
+    left_ids, left_mask = ids.flip(1).numpy(), mask.flip(1).numpy()
+    with torch.inference_mode():
+        want = engine.model(input_ids=torch.from_numpy(left_ids), attention_mask=torch.from_numpy(left_mask))
+    # A left-padded batch is not the packed forward's layout: transformers runs it, unchanged.
+    np.testing.assert_allclose(engine(left_ids, left_mask), want.logits.numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        engine(ids.numpy(), mask.numpy()),
+        _model(tiny_model_dir)(input_ids=ids, attention_mask=mask).logits.detach().numpy(),
+        rtol=1e-5,
+        atol=1e-5,
+    )
