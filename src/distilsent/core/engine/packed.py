@@ -122,7 +122,7 @@ class PackedDistilBert:
         return self.classifier(F.relu(self.pre_classifier(x)))
 
 
-def _norm(module: torch.nn.LayerNorm):
+def _norm(module: torch.nn.LayerNorm) -> Linear:
     weight, bias, eps, shape = module.weight, module.bias, module.eps, module.normalized_shape
     return lambda x: F.layer_norm(x, shape, weight, bias, eps)
 
