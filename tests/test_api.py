@@ -169,6 +169,24 @@ def test_long_lists_are_tokenized_in_chunks_with_the_same_result(tiny_classifier
     assert chunks == [7] * 4 + [6]  # 34 distinct texts
 
 
+@pytest.mark.parametrize("action", ["flag", "keep"])
+def test_predict_tokenizes_each_distinct_text_once(tiny_classifier, monkeypatch, action: str) -> None:
+    texts = ["good film", "bad plot", "good film", "\U0001f389\U0001f389"]
+    want = tiny_classifier.logits(texts)
+    batches = []
+    encode = tiny_classifier.tokenizer.encode_batch
+    monkeypatch.setattr(
+        tiny_classifier.tokenizer, "encode_batch", lambda t: batches.append(list(t)) or encode(t)
+    )
+    preds = tiny_classifier.predict(texts, on_out_of_scope=action, function_to_apply="none")
+    assert batches == [["good film", "bad plot", "\U0001f389\U0001f389"]]
+    np.testing.assert_allclose(
+        [[p.scores[label] for label in tiny_classifier.labels] for p in preds], want, atol=1e-5
+    )
+    assert (preds[3].warning is not None) == (action == "flag")
+    assert preds[0].warning is None
+
+
 def test_gc_is_paused_only_inside_the_block() -> None:
     import gc
 

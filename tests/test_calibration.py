@@ -60,3 +60,43 @@ def test_calibrate_lowers_ece_and_keeps_labels(overconfident_model: Path, tiny_t
     with torch.no_grad():
         plain = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
     np.testing.assert_allclose(plain.softmax(-1).numpy(), raw[:1], atol=1e-5)
+
+
+def test_calibrate_on_the_training_rows_held_out_of_the_model(
+    overconfident_model: Path, tiny_tsv: Path, capsys
+) -> None:
+    from distilsent.training.train import heldout_rows, split_holdout
+
+    recipe = {"train": str(tiny_tsv), "select_on": "holdout", "holdout_fraction": 0.25, "seed": 3}
+    (overconfident_model / "train_config.json").write_text(json.dumps(recipe))
+    rows = tiny_tsv.read_text().splitlines()[1:]
+    kept, held = split_holdout(len(rows), 0.25, 3)
+    assert len(held) == 16 and not set(kept) & set(held)
+    data = heldout_rows(overconfident_model)
+    assert data.texts == [rows[i].split("\t")[0] for i in held]
+    assert [int(x) for x in data.labels] == [int(rows[i].split("\t")[1]) for i in held]
+
+    assert main(["calibrate", str(overconfident_model), "--holdout"]) == 0
+    assert "the 16 training rows held out of" in capsys.readouterr().out
+    assert json.loads((overconfident_model / "config.json").read_text())["distilsent_temperature"] > 1
+
+
+@pytest.mark.parametrize(
+    "recipe, match",
+    [
+        (
+            {"train": "t.tsv", "select_on": "dev", "holdout_fraction": 0.02, "seed": 42},
+            "not trained with --select-on holdout",
+        ),
+        (
+            {"train": "missing.tsv", "select_on": "holdout", "holdout_fraction": 0.02, "seed": 42},
+            "names the training file missing.tsv",
+        ),
+        (None, "cannot read the training recipe"),
+    ],
+)
+def test_calibrate_holdout_says_why_it_cannot(tiny_model: Path, recipe, match: str, capsys) -> None:
+    if recipe is not None:
+        (tiny_model / "train_config.json").write_text(json.dumps(recipe))
+    assert main(["calibrate", str(tiny_model), "--holdout"]) == 2
+    assert match in capsys.readouterr().err

@@ -383,14 +383,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from distilsent.formats import encode_labels, read_labelled
 
     clf = load(args.model, calibrated=False)
-    data = read_labelled(args.dev, text_column=args.text_column, label_column=args.label_column)
+    if args.holdout:
+        from distilsent.training.train import heldout_rows
+
+        data = heldout_rows(clf.model_dir)
+        source = f"the {len(data.texts):,} training rows held out of {args.model}"
+    else:
+        data = read_labelled(args.dev, text_column=args.text_column, label_column=args.label_column)
+        source = args.dev
     labels = np.array(encode_labels(data, dict(enumerate(clf.labels))))
     logits = clf.logits(data.texts)
     temperature = fit_temperature(logits, labels)
     save_temperature(clf.model_dir, temperature)
     print(f"temperature {temperature:.4f} written to {clf.model_dir / 'config.json'}")
     print(
-        f"on {args.dev}: NLL {nll(logits, labels):.4f} -> {nll(logits, labels, temperature):.4f}, "
+        f"on {source}: NLL {nll(logits, labels):.4f} -> {nll(logits, labels, temperature):.4f}, "
         f"ECE {expected_calibration_error(softmax(logits), labels):.4f} -> "
         f"{expected_calibration_error(softmax(logits, temperature), labels):.4f}"
     )
@@ -592,9 +599,19 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("calibrate", help="fit temperature scaling on a dev file and store it in the model")
+    p = sub.add_parser(
+        "calibrate",
+        help="fit temperature scaling on a labelled file or held-out training rows; store it in the model",
+    )
     p.add_argument("model", metavar="MODEL", help="model directory to calibrate (its config.json is updated)")
-    p.add_argument("--dev", required=True, help="labelled file to fit the temperature on")
+    fit_on = p.add_mutually_exclusive_group(required=True)
+    fit_on.add_argument("--dev", help="labelled file to fit the temperature on")
+    fit_on.add_argument(
+        "--holdout",
+        action="store_true",
+        help="fit on the training rows that train --select-on holdout kept out of this model "
+        "(file, fraction and seed from its train_config.json): no dev look",
+    )
     p.add_argument("--text-column", help="column holding the text (default: sentence or text)")
     p.add_argument("--label-column", help="column holding the label (default: label or labels)")
     p.set_defaults(func=cmd_calibrate)

@@ -487,7 +487,21 @@ class Classifier:
         tokenizer = self._call_tokenizer(batch_size, truncation, max_length)
         if truncation is False:
             self._refuse_long(checked, tokenizer)
-        scope = self.scope(checked, lambda: tokenizer.encode_batch(checked), on_out_of_scope)
+        unique = list(dict.fromkeys(checked))
+        encoded: list[TokenBatch] = []
+
+        def tokens() -> TokenBatch:
+            encoded.append(tokenizer.encode_batch(unique))
+            return _expand_tokens(checked, unique, encoded[0])
+
+        scope = self.scope(checked, tokens, on_out_of_scope)
+        if encoded and self.config.long == "truncate":
+            # The scope check has already tokenized every text: its ids feed the model too (a
+            # second encode was a sixth of a single text's latency).
+            logits = _expand(checked, unique, self.run(encoded[0], on_progress, batch_size=batch_size))
+            if on_progress is not None and len(unique) < len(checked):
+                on_progress(len(checked) - len(unique))
+            return self._to_predictions(self._calibrated(logits, function), None, top_k, scope=scope)
         scores = self._scores(checked, function, on_progress, tokenizer, batch_size)
         return self._to_predictions(*scores, top_k, scope=scope)
 

@@ -29,7 +29,7 @@ from distilsent.evaluation.metrics import accuracy, macro_f1
 from distilsent.formats import LabelledData, encode_labels, file_sha256, label_names, read_labelled
 from distilsent.training import card
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["TrainConfig", "TrainResult", "heldout_rows", "split_holdout", "train"]
 
 AUGMENTATIONS = ("counterfactual", "check")
 _NO_LABEL = -100  # what the cross-entropy ignores: a row trained by other terms only
@@ -284,11 +284,40 @@ def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
     return source, described
 
 
-def _split_holdout(rows: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+def split_holdout(rows: int, fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Row indices (train, holdout): a seeded ``fraction`` of the rows, stratified by nothing."""
     order = np.random.default_rng(seed).permutation(rows)
     cut = max(1, round(fraction * rows))
     return sorted(order[cut:].tolist()), sorted(order[:cut].tolist())
+
+
+def heldout_rows(model_dir: Path) -> LabelledData:
+    """The training rows that ``train --select-on holdout`` kept out of the model in ``model_dir``,
+    found from its ``train_config.json`` (training file, fraction, seed): data the model never
+    trained on, for fitting a temperature without touching dev."""
+    path = Path(model_dir) / "train_config.json"
+    try:
+        recipe = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"{path}: cannot read the training recipe ({e})") from None
+    if recipe.get("select_on") != "holdout":
+        raise InvalidInputError(
+            f"{path}: this model was not trained with --select-on holdout, so no training rows were "
+            "held out of it; pass a labelled file with --dev instead"
+        )
+    train_file = Path(recipe["train"])
+    if not train_file.is_file():
+        raise InvalidInputError(
+            f"{path} names the training file {train_file}, which is not here (paths are relative to "
+            "where train ran); run from there, or pass the held-out rows with --dev"
+        )
+    data = read_labelled(
+        train_file, text_column=recipe.get("text_column"), label_column=recipe.get("label_column")
+    )
+    _, held = split_holdout(len(data), recipe["holdout_fraction"], recipe["seed"])
+    return dataclasses.replace(
+        data, texts=[data.texts[i] for i in held], labels=[data.labels[i] for i in held], pairs=None
+    )
 
 
 def _precision(choice: str) -> dict[str, bool]:
@@ -498,7 +527,7 @@ def train(
     holdout_texts: list[str] = []
     holdout_ids: list[int] = []
     if config.select_on == "holdout":
-        kept, held = _split_holdout(len(train_data), config.holdout_fraction, config.seed)
+        kept, held = split_holdout(len(train_data), config.holdout_fraction, config.seed)
         holdout_texts = [train_data.texts[i] for i in held]
         holdout_ids = [train_ids[i] for i in held]
         train_data = dataclasses.replace(

@@ -94,29 +94,43 @@ class PackedDistilBert:
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits for right-padded ``input_ids``; every row's mask must be ones then zeros."""
         batch, length = input_ids.shape
-        keep = attention_mask.reshape(-1).bool()
-        where = keep.nonzero().squeeze(1)  # flat (batch * length) index of each real token
-        tokens = len(where)
-        rows = row_bucket(tokens)
         lengths = attention_mask.sum(1)
+        tokens = int(lengths.sum())
+        # Without padding (a single text, or a batch of equal lengths) the packed rows are the
+        # padded layout itself: no gathering and scattering, no attention mask. Worth ~0.2 ms of
+        # a single text's 3 ms.
+        full = tokens == batch * length
+        rows = row_bucket(tokens)
         cls_rows = torch.cumsum(lengths, 0) - lengths  # each sequence's first token in the packed rows
-
-        positions = torch.arange(length).repeat(batch)[where]
-        x = F.embedding(input_ids.reshape(-1)[where], self.word) + F.embedding(positions, self.position)
+        if full:
+            where, key_mask = None, None
+            flat_ids = input_ids.reshape(-1)
+            positions = torch.arange(length).repeat(batch)
+        else:
+            where = attention_mask.reshape(-1).bool().nonzero().squeeze(1)  # flat index of real tokens
+            flat_ids = input_ids.reshape(-1)[where]
+            positions = torch.arange(length).repeat(batch)[where]
+            key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): keys to attend
+        x = F.embedding(flat_ids, self.word) + F.embedding(positions, self.position)
         x = _pad_rows(self.embed_norm(x), rows)
-        key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): keys to attend to
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             qkv = layer["qkv"](x)
-            # Back to the padded layout for attention alone.
-            spread = qkv.new_zeros(batch * length, 3 * self.dim)
-            spread[where] = qkv[:tokens]
+            if where is None:
+                spread = qkv[:tokens]
+            else:  # back to the padded layout for attention alone
+                spread = qkv.new_zeros(batch * length, 3 * self.dim)
+                spread[where] = qkv[:tokens]
             q, k, v = spread.view(batch, length, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             if i == last:
                 q, x = q[:, :, :1], x[cls_rows]
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
             context = context.transpose(1, 2).reshape(batch, -1, self.dim)
-            context = context[:, 0] if i == last else _pad_rows(context.reshape(-1, self.dim)[where], rows)
+            if i == last:
+                context = context[:, 0]
+            else:
+                context = context.reshape(-1, self.dim)
+                context = _pad_rows(context if where is None else context[where], rows)
             x = layer["sa_norm"](layer["out"](context) + x)
             x = layer["out_norm"](layer["lin2"](self.activation(layer["lin1"](x))) + x)
         return self.classifier(F.relu(self.pre_classifier(x)))
