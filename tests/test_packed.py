@@ -47,6 +47,17 @@ def test_packed_forward_matches_transformers_in_fp32(tiny_model_dir: Path) -> No
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
+def test_multi_label_models_are_packed_too(tiny_model_dir: Path) -> None:
+    # problem_type only picks the training loss; the logits are the same forward.
+    model = _model(tiny_model_dir)
+    model.config.problem_type = "multi_label_classification"
+    assert packable(model)
+    ids, mask = _batch([5, 12, 1], model.config.vocab_size)
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(PackedDistilBert(model)(ids, mask), want, rtol=1e-5, atol=1e-5)
+
+
 def test_one_sequence_and_a_full_batch_without_padding(tiny_model_dir: Path) -> None:
     model = _model(tiny_model_dir)
     forward = PackedDistilBert(model)

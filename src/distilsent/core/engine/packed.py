@@ -48,7 +48,6 @@ def packable(model: torch.nn.Module) -> bool:
         type(model).__name__ == "DistilBertForSequenceClassification"
         and getattr(config, "activation", None) in ("gelu", "relu")
         and not getattr(config, "sinusoidal_pos_embds", False)
-        and getattr(config, "problem_type", None) in (None, "single_label_classification")
     )
 
 
