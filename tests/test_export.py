@@ -167,6 +167,23 @@ def test_smoothing_moves_scale_into_the_weights_without_changing_fp32_logits(
         onnx_export.export_smoothed(tiny_model_dir, tmp_path / "none", [])
 
 
+def test_smoothed_int8_keeps_the_head_and_second_projections_in_fp32(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    from distilsent.core.tokenization import TextTokenizer
+
+    tok = TextTokenizer(tiny_model_dir)
+    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "q.onnx", tok.encode(TEXTS * 3))
+    graph = onnx.load(str(path)).graph
+    quantized = [n.name for n in graph.node if n.op_type == "MatMulInteger"]
+    layers = distilsent.load(tiny_model_dir).torch_model().config.n_layers
+    assert quantized and not [n for n in quantized if "classifier" in n or "/lin2/" in n]
+    # Every earlier layer: q, k, v, out and lin1; the last layer: its keys and values only.
+    assert len(quantized) == 5 * (layers - 1) + 2
+
+
 def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
     tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:

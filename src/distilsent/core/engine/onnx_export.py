@@ -382,6 +382,9 @@ def write_smoothed_int8(
         smoothed = export_smoothed(model_dir, Path(tmp), calibration, pad_id=pad_id, opset=opset)
         graph = onnx.load(str(smoothed), load_external_data=False).graph
         keep = [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and _keeps_fp32(n.name)]
+        # The quantizer rewrites a Gemm (the classifier head) as a MatMul named after it before it
+        # reads the exclusions: without its new name too, the head was quantized after all.
+        keep += [f"{n.name}_MatMul" for n in graph.node if n.op_type == "Gemm" and _keeps_fp32(n.name)]
         return quantize_dynamic_int8(smoothed, int8_path, exclude=keep)
 
 
