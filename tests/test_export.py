@@ -182,6 +182,8 @@ def test_smoothed_int8_keeps_the_head_and_second_projections_in_fp32(
     assert quantized and not [n for n in quantized if "classifier" in n or "/lin2/" in n]
     # Every earlier layer: q, k, v, out and lin1; the last layer: its keys and values only.
     assert len(quantized) == 5 * (layers - 1) + 2
+    # Embedding tables stay fp32: no int8 Gather input to dequantize.
+    assert not [n for n in graph.node if n.op_type == "DequantizeLinear"]
 
 
 def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
