@@ -93,6 +93,7 @@ def test_calibrate_on_the_training_rows_held_out_of_the_model(
             "names the training file missing.tsv",
         ),
         (None, "cannot read the training recipe"),
+        ({"train": "t.tsv", "select_on": "holdout"}, "the training recipe lacks 'holdout_fraction'"),
     ],
 )
 def test_calibrate_holdout_says_why_it_cannot(tiny_model: Path, recipe, match: str, capsys) -> None:

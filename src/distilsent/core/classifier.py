@@ -296,17 +296,23 @@ class Classifier:
         on_progress: Callable[[int], None] | None = None,
         tokenizer: TextTokenizer | None = None,
         batch_size: int | None = None,
+        encoded: TokenBatch | None = None,
     ) -> np.ndarray:
+        """Logits of ``texts``; ``encoded``, when given, holds the ids of their distinct texts in
+        first-seen order, already made by ``tokenizer``."""
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32)
         tokenizer = tokenizer or self.tokenizer
         # Repeated texts (common in logs and reviews) are run once.
         unique = list(dict.fromkeys(texts))
-        chunks = [unique[i : i + _TOKENIZE_CHUNK] for i in range(0, len(unique), _TOKENIZE_CHUNK)]
-        parts = [
-            self.run(tokens, on_progress, batch_size=batch_size)
-            for tokens in _prefetched(chunks, tokenizer.encode_batch)
-        ]
+        if encoded is not None:
+            parts = [self.run(encoded, on_progress, batch_size=batch_size)]
+        else:
+            chunks = [unique[i : i + _TOKENIZE_CHUNK] for i in range(0, len(unique), _TOKENIZE_CHUNK)]
+            parts = [
+                self.run(tokens, on_progress, batch_size=batch_size)
+                for tokens in _prefetched(chunks, tokenizer.encode_batch)
+            ]
         logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
         if on_progress is not None and len(unique) < len(texts):
             on_progress(len(texts) - len(unique))
@@ -346,12 +352,14 @@ class Classifier:
         on_progress: Callable[[int], None] | None = None,
         tokenizer: TextTokenizer | None = None,
         batch_size: int | None = None,
+        encoded: TokenBatch | None = None,
     ) -> tuple[np.ndarray, list[int] | None]:
-        """Scores per text and, when chunking, the window count per text."""
+        """Scores per text and, when chunking, the window count per text; ``encoded`` as in
+        :meth:`_logits` (unused when chunking, whose windows are tokenized apart)."""
         if not texts:
             return np.empty((0, len(self.labels)), dtype=np.float32), None
         if self.config.long == "truncate":
-            logits = self._logits(texts, on_progress, tokenizer, batch_size)
+            logits = self._logits(texts, on_progress, tokenizer, batch_size, encoded)
             return self._calibrated(logits, function), None
         windows = self.sequences(texts, "chunk")
         flat = [w for ws in windows for w in ws]
@@ -495,14 +503,11 @@ class Classifier:
             return _expand_tokens(checked, unique, encoded[0])
 
         scope = self.scope(checked, tokens, on_out_of_scope)
-        if encoded and self.config.long == "truncate":
-            # The scope check has already tokenized every text: its ids feed the model too (a
-            # second encode was a sixth of a single text's latency).
-            logits = _expand(checked, unique, self.run(encoded[0], on_progress, batch_size=batch_size))
-            if on_progress is not None and len(unique) < len(checked):
-                on_progress(len(checked) - len(unique))
-            return self._to_predictions(self._calibrated(logits, function), None, top_k, scope=scope)
-        scores = self._scores(checked, function, on_progress, tokenizer, batch_size)
+        # When the scope check has tokenized the texts, its ids feed the model too (a second encode
+        # was a sixth of a single text's latency).
+        scores = self._scores(
+            checked, function, on_progress, tokenizer, batch_size, encoded[0] if encoded else None
+        )
         return self._to_predictions(*scores, top_k, scope=scope)
 
     def _call_tokenizer(

@@ -305,7 +305,10 @@ def heldout_rows(model_dir: Path) -> LabelledData:
             f"{path}: this model was not trained with --select-on holdout, so no training rows were "
             "held out of it; pass a labelled file with --dev instead"
         )
-    train_file = Path(recipe["train"])
+    try:
+        train_file, fraction, seed = Path(recipe["train"]), recipe["holdout_fraction"], recipe["seed"]
+    except (KeyError, TypeError) as e:
+        raise InvalidInputError(f"{path}: the training recipe lacks {e}") from None
     if not train_file.is_file():
         raise InvalidInputError(
             f"{path} names the training file {train_file}, which is not here (paths are relative to "
@@ -314,7 +317,7 @@ def heldout_rows(model_dir: Path) -> LabelledData:
     data = read_labelled(
         train_file, text_column=recipe.get("text_column"), label_column=recipe.get("label_column")
     )
-    _, held = split_holdout(len(data), recipe["holdout_fraction"], recipe["seed"])
+    _, held = split_holdout(len(data), fraction, seed)
     return dataclasses.replace(
         data, texts=[data.texts[i] for i in held], labels=[data.labels[i] for i in held], pairs=None
     )

@@ -101,14 +101,11 @@ class PackedDistilBert:
         full = tokens == batch * length
         rows = row_bucket(tokens)
         cls_rows = torch.cumsum(lengths, 0) - lengths  # each sequence's first token in the packed rows
-        if full:
-            where, key_mask = None, None
-            flat_ids = input_ids.reshape(-1)
-            positions = torch.arange(length).repeat(batch)
-        else:
+        flat_ids, positions = input_ids.reshape(-1), torch.arange(length).repeat(batch)
+        where, key_mask = None, None
+        if not full:
             where = attention_mask.reshape(-1).bool().nonzero().squeeze(1)  # flat index of real tokens
-            flat_ids = input_ids.reshape(-1)[where]
-            positions = torch.arange(length).repeat(batch)[where]
+            flat_ids, positions = flat_ids[where], positions[where]
             key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): keys to attend
         x = F.embedding(flat_ids, self.word) + F.embedding(positions, self.position)
         x = _pad_rows(self.embed_norm(x), rows)
