@@ -45,7 +45,11 @@ logger = logging.getLogger(__name__)
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model_quantized.onnx"
 INT8_BLOCK = 128
-SMOOTH_ALPHA = 0.5
+# How much of the activations' outliers smoothing moves into the weights. Chosen on 726 held-out SST-2
+# training sentences of 6+ words, one text at a time, against the fp32 export's margins (default
+# model, three draws of 500 calibration sentences): 0.8 left a logit-margin RMSE of 0.054-0.064 where
+# 0.5 (the paper's default) left 0.080-0.088, at the same speed.
+SMOOTH_ALPHA = 0.8
 INT8_RECIPES = ("auto", "blockwise", "smoothed-dynamic")
 """``auto`` measures both with calibration texts and keeps the fastest that agrees with fp32."""
 _COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
