@@ -4,8 +4,9 @@
 
 Prints the CPU (model name and the flags that decide matrix speed) and one table per model; ratios
 are against the pipeline at batch size 32 measured in the same run, and every distilsent row has its
-SST-2 dev accuracy and its label agreement with the torch fp32 row (the accuracy gate of a faster path;
-the worse of the classifier's batches and one text at a time).
+SST-2 dev accuracy and its label agreement with the torch fp32 row on SST-2 dev and on long SST-2
+train sentences (15+ words, none of them the smoothed int8 recipe's calibration texts): the accuracy
+gate of a faster path, each the worse of the classifier's batches and one text at a time.
 "texts/s" is a warm second pass over the texts, "1st pass" the one before it (per-shape kernel
 compilation included). "of fp32 peak" is the share of this machine's measured fp32 GEMM rate: bf16
 and int8 rows can exceed it.
@@ -131,22 +132,36 @@ def flops_per_text(config: dict, token_counts: list[int], *, cls_only_last: bool
     return total / len(token_counts)
 
 
+def labels(clf, texts: list[str], batch_size: int | None = None):
+    """Predicted label ids of ``texts``, in the classifier's batches or batches of ``batch_size``."""
+    return clf.run(clf.tokenizer.encode(texts), batch_size=batch_size).argmax(1)
+
+
 def dev_labels(clf, batch_size: int | None = None) -> tuple[object, list[int]]:
     """Predicted label ids on SST-2 dev (in the classifier's batches, or ``batch_size``), and gold ones."""
     from distilsent.formats import encode_labels, read_labelled
 
     dev = read_labelled(DEV)
-    logits = clf.run(clf.tokenizer.encode(dev.texts), batch_size=batch_size)
-    return logits.argmax(1), encode_labels(dev, dict(enumerate(clf.labels)))
+    return labels(clf, dev.texts, batch_size), encode_labels(dev, dict(enumerate(clf.labels)))
+
+
+def train_sentences() -> tuple[list[str], list[str]]:
+    """SST-2 train texts for the smoothed recipe's calibration (the first 1,000 of 6+ words) and for
+    the long-sentence agreement (every distinct one of 15+ words outside the calibration, in file order)."""
+    from distilsent.formats import read_labelled
+
+    train = read_labelled(DEV.parent / "train.tsv").texts
+    calibration = [t for t in train if len(t.split()) >= 6][:1000]
+    taken = set(calibration)
+    long = list(dict.fromkeys(t for t in train if len(t.split()) >= 15 and t not in taken))
+    return calibration, long
 
 
 def smoothed_int8(model: str, directory: Path) -> Path:
     """The smoothed dynamic int8 export of ``model``, its scales fitted on SST-2 train sentences."""
     from distilsent.export import ExportConfig, export
-    from distilsent.formats import read_labelled
 
-    train = read_labelled(DEV.parent / "train.tsv").texts
-    sentences = [t for t in train if len(t.split()) >= 6][:1000]
+    sentences = train_sentences()[0]
     calibration = directory / "calibration.tsv"
     calibration.parent.mkdir(parents=True, exist_ok=True)
     calibration.write_text("sentence\n" + "\n".join(sentences) + "\n")
@@ -172,9 +187,10 @@ BACKENDS = {
 
 
 def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[object, list[tuple]]:
-    """(classifier, rows of (engine, texts/s, p50 ms, p99 ms, dev accuracy, agreement)) for one model.
+    """(classifier, rows of (engine, 1st pass, texts/s, p50 ms, p99 ms, dev accuracy, dev agreement,
+    long agreement, [CLS]-only)) for one model.
 
-    Agreement is with the labels of the torch fp32 row on SST-2 dev."""
+    Agreement is with the labels of the torch fp32 row, on SST-2 dev and on long train sentences."""
     import tempfile
 
     import numpy as np
@@ -186,6 +202,8 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
     clf = distilsent.load(model, device="cpu", dtype="fp32")
     reference, gold = dev_labels(clf)
     gold = np.array(gold)
+    long = train_sentences()[1][: args.long_texts]
+    long_reference = labels(clf, long)
     pipe = pipeline("text-classification", model=str(clf.model_dir), device="cpu", dtype=torch.float32)
     rows = []
     for name, batch in (("transformers pipeline, batch 1", 1), ("transformers pipeline, batch 32", 32)):
@@ -193,7 +211,7 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
             lambda t, b=batch: pipe(t, batch_size=b, truncation=True, max_length=128), texts
         )
         p50, p99 = latencies_ms(lambda t: pipe(t, truncation=True, max_length=128), texts, args.latency_texts)
-        rows.append((name, first, tps, p50, p99, None, None, False))
+        rows.append((name, first, tps, p50, p99, None, None, None, False))
     for name in args.backends.split(","):
         if name not in BACKENDS:
             raise SystemExit(f"unknown backend row {name!r}; choose from {', '.join(BACKENDS)}")
@@ -209,6 +227,9 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
         # Dynamic int8 scales activations per batch, so a label can depend on the batch: the gate
         # counts the worse of the classifier's batches and one text at a time.
         alone, _ = dev_labels(ours, batch_size=1)
+        long_agreement = min(
+            np.mean(labels(ours, long) == long_reference), np.mean(labels(ours, long, 1) == long_reference)
+        )
         # The onnx export and the packed torch forward run the last layer for [CLS] alone.
         cls_only = "onnx" in name or getattr(ours.engine, "forward", "").startswith("packed")
         rows.append(
@@ -220,6 +241,7 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
                 p99,
                 100 * float(np.mean(predicted == gold)),
                 100 * float(min(np.mean(predicted == reference), np.mean(alone == reference))),
+                100 * float(long_agreement),
                 cls_only,
             )
         )
@@ -241,6 +263,9 @@ def main() -> None:
         "--texts", type=int, default=2000, help="texts per throughput run (SST-2 dev, repeated)"
     )
     parser.add_argument("--latency-texts", type=int, default=200, help="single texts timed for p50/p99")
+    parser.add_argument(
+        "--long-texts", type=int, default=1000, help="long SST-2 train sentences for the agreement column"
+    )
     parser.add_argument(
         "--duplicates", action="store_true", help="repeat texts verbatim (distilsent then runs each once)"
     )
@@ -286,11 +311,14 @@ def main() -> None:
         )
         print(
             f"{'engine':<34}{'texts/s':>10}{'1st pass':>10}{'vs pipeline b32':>17}{'p50 ms':>9}"
-            f"{'p99 ms':>9}{'of fp32 peak':>14}{'vs 1st pipeline b32':>21}{'dev acc':>9}{'agree fp32':>12}"
+            f"{'p99 ms':>9}{'of fp32 peak':>14}{'vs 1st pipeline b32':>21}{'dev acc':>9}{'agree dev':>12}"
+            f"{'agree long':>12}"
         )
-        for name, first, tps, p50, p99, accuracy, agreement, cls_only in rows:
+        for name, first, tps, p50, p99, accuracy, agreement, long_agreement, cls_only in rows:
             roofline = tps * (cls_flops if cls_only else flops) / 1e9 / peak
-            quality = "" if accuracy is None else f"{accuracy:>8.2f}%{agreement:>11.2f}%"
+            quality = (
+                "" if accuracy is None else f"{accuracy:>8.2f}%{agreement:>11.2f}%{long_agreement:>11.2f}%"
+            )
             print(
                 f"{name:<34}{tps:>10.1f}{first:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}"
                 f"{100 * roofline:>13.0f}%{tps / first_baseline:>20.2f}x{quality}"
