@@ -154,8 +154,11 @@ def main() -> None:
             "per-channel, 7-bit, fp32 emb + first + attention": dynamic(
                 int8_fp32_nodes(fp32), reduce_range=True
             ),
-            "smoothed dynamic (export --int8-recipe)": lambda out: write_smoothed_int8(
-                model_dir, out, tok.encode(calibration), pad_id=tok.pad_id
+            "smoothed dynamic, int8 weights (VNNI/AMX CPUs)": lambda out: write_smoothed_int8(
+                model_dir, out, tok.encode(calibration), pad_id=tok.pad_id, weight_type="int8"
+            ),
+            "smoothed dynamic, uint8 weights (AVX2-only CPUs)": lambda out: write_smoothed_int8(
+                model_dir, out, tok.encode(calibration), pad_id=tok.pad_id, weight_type="uint8"
             ),
             "blockwise 128, fused attention (fp32)": blockwise(fp32, 128),
             "blockwise 128, unfused attention (recipe)": blockwise(unfused, 128),

@@ -230,6 +230,27 @@ def test_info_says_which_dtype_ran_and_why(tiny_model_dir: Path, monkeypatch: py
     assert info["dtype"] == "float32" and info["dtype_reason"] == "asked for (fp32)"
 
 
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("avx2 fma", "uint8"),  # AVX2 only: uint8 x int8 pair sums saturate in int16
+        ("avx2 fma avx_vnni", "int8"),
+        ("avx2 avx512f avx512_vnni", "int8"),
+        ("avx2 avx512_vnni amx_int8 amx_bf16", "int8"),
+        ("", "int8"),  # not x86 (no flags known)
+    ],
+)
+def test_int8_weight_type_follows_the_cpu_flags(
+    monkeypatch: pytest.MonkeyPatch, flags: str, expected: str
+) -> None:
+    from distilsent.core.engine import int8_weight_type
+
+    monkeypatch.setenv("DISTILSENT_CPU_FLAGS", flags)
+    chosen, reason = int8_weight_type()
+    assert chosen == expected and reason
+    assert int8_weight_type(set(flags.split())) == (chosen, reason)
+
+
 def test_real_cpu_flags_are_read_without_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
     from distilsent.core.engine import cpu_flags
 

@@ -186,6 +186,69 @@ def test_smoothed_int8_keeps_the_head_and_second_projections_in_fp32(
     assert not [n for n in graph.node if n.op_type == "DequantizeLinear"]
 
 
+def matmul_integer_weight_types(path: Path) -> set[int]:
+    """The element types of the weights every MatMulInteger of the ONNX model at ``path`` multiplies."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    types = {t.name: t.data_type for t in graph.initializer}
+    return {types[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger"}
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("avx2 fma", "UINT8"), ("avx2 avx512_vnni", "INT8")])
+def test_smoothed_int8_weights_follow_the_cpu(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str
+) -> None:
+    from onnx import TensorProto
+
+    from distilsent.core.tokenization import TextTokenizer
+
+    ids = TextTokenizer(tiny_model_dir).encode(TEXTS * 3)
+    monkeypatch.setenv("DISTILSENT_CPU_FLAGS", flags)
+    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "q.onnx", ids)
+    assert matmul_integer_weight_types(path) == {getattr(TensorProto, expected)}
+    # Asked for by name, the CPU does not matter.
+    other = "int8" if expected == "UINT8" else "uint8"
+    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "o.onnx", ids, weight_type=other)
+    assert matmul_integer_weight_types(path) == {getattr(TensorProto, other.upper())}
+    with pytest.raises(ValueError, match="weight_type"):
+        onnx_export.quantize_dynamic_int8(path, tmp_path / "x.onnx", weight_type="int4")
+
+
+def test_smoothed_export_records_its_weights_and_warns_on_a_cpu_that_would_saturate(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    import json
+    import logging
+
+    from onnx import TensorProto
+
+    calibration = tmp_path / "calibration.tsv"
+    calibration.write_text("text\n" + "\n".join(TEXTS * 4) + "\n")
+    out = tmp_path / "onnx"
+    argv = ["export", str(tiny_model_dir), "--output", str(out), "--int8", "--calibration", str(calibration)]
+    argv += ["--int8-recipe", "smoothed-dynamic", "--force"]
+    monkeypatch.setenv("DISTILSENT_CPU_FLAGS", "avx2 avx512_vnni")
+    assert main(argv) == 0
+    record = json.loads((out / onnx_export.QUANTIZATION_FILE).read_text())
+    assert record["recipe"] == "smoothed-dynamic" and record["weights"] == "int8"
+    assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {TensorProto.INT8}
+    with caplog.at_level(logging.WARNING):
+        assert distilsent.load(out, backend="onnx-int8", device="cpu").predict("good film").label
+    assert "int8 weights" not in caplog.text
+    # The same model on an AVX2-only CPU: told why its labels may differ, and what to do.
+    monkeypatch.setenv("DISTILSENT_CPU_FLAGS", "avx2 fma")
+    with caplog.at_level(logging.WARNING):
+        clf = distilsent.load(out, backend="onnx-int8", device="cpu")
+    assert "int8 weights" in caplog.text and "re-export" in caplog.text
+    assert "saturate" in clf.info()["dtype_reason"]
+    # Re-exported there, it gets uint8 weights and no warning.
+    assert main(argv) == 0
+    assert json.loads((out / onnx_export.QUANTIZATION_FILE).read_text())["weights"] == "uint8"
+    assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {TensorProto.UINT8}
+    assert onnx_export.int8_weights_warning(out) is None
+
+
 def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
     tiny_model_dir: Path, tmp_path: Path, capsys
 ) -> None:

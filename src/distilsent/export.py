@@ -9,7 +9,6 @@ loads.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -21,15 +20,15 @@ from distilsent.core.config import Config
 from distilsent.core.engine.onnx_export import (
     INT8_FILE,
     INT8_RECIPES,
+    QUANTIZATION_FILE,
     export_onnx,
     write_int8,
+    write_quantization_record,
     write_smoothed_int8,
 )
 from distilsent.core.errors import DistilsentError, InvalidInputError
 
 __all__ = ["ExportConfig", "ExportResult", "Int8Candidate", "check_int8_drop", "choose_int8", "export"]
-
-QUANTIZATION_FILE = "quantization.json"
 
 
 @dataclass
@@ -200,7 +199,7 @@ def _measured_int8(
     import numpy as np
 
     from distilsent.core.classifier import load
-    from distilsent.core.engine import MATRIX_FLAGS, cpu_flags, cpu_model
+    from distilsent.core.engine import MATRIX_FLAGS, cpu_flags, cpu_model, int8_weight_type
     from distilsent.formats import read_texts
 
     texts = read_texts(config.calibration)  # type: ignore[arg-type]
@@ -210,6 +209,7 @@ def _measured_int8(
     fp32_clf = load(output, backend="onnx", device="cpu")
     reference = fp32_clf.logits(held_out).argmax(1)
     recipes = ["blockwise", "smoothed-dynamic"] if config.int8_recipe == "auto" else [config.int8_recipe]
+    weights = int8_weight_type()
     with tempfile.TemporaryDirectory() as tmp:
         paths: dict[str, Path] = {}
         for recipe in recipes:
@@ -222,7 +222,12 @@ def _measured_int8(
             else:
                 ids = fp32_clf.tokenizer.encode(fit)
                 write_smoothed_int8(
-                    model_dir, target, ids, pad_id=fp32_clf.tokenizer.pad_id, opset=config.opset
+                    model_dir,
+                    target,
+                    ids,
+                    pad_id=fp32_clf.tokenizer.pad_id,
+                    opset=config.opset,
+                    weight_type=weights[0],
                 )
             clf = load(candidate_dir, backend="onnx-int8", device="cpu")
             # Dynamic int8 scales activations per batch, so a label can change with the batch a text
@@ -251,5 +256,7 @@ def _measured_int8(
         "cpu": cpu_model(),
         "cpu_flags": sorted(cpu_flags() & set(MATRIX_FLAGS)),
     }
-    (output / QUANTIZATION_FILE).write_text(json.dumps(record, indent=2) + "\n")
+    if chosen.recipe == "smoothed-dynamic":
+        record["weights"], record["weights_why"] = weights
+    write_quantization_record(output, record)
     return output / INT8_FILE, chosen.recipe

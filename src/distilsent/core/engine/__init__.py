@@ -9,7 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from distilsent.core.engine.base import Engine
-from distilsent.core.engine.cpu import MATRIX_FLAGS, auto_cpu_dtype, cpu_flags, cpu_model, has_native_bf16
+from distilsent.core.engine.cpu import (
+    MATRIX_FLAGS,
+    auto_cpu_dtype,
+    cpu_flags,
+    cpu_model,
+    has_native_bf16,
+    int8_weight_type,
+)
 from distilsent.core.errors import InvalidInputError
 from distilsent.core.tokenization import TokenBatch
 
@@ -23,6 +30,7 @@ __all__ = [
     "cpu_model",
     "create_engine",
     "has_native_bf16",
+    "int8_weight_type",
     "partition",
     "run_batches",
 ]

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["MATRIX_FLAGS", "auto_cpu_dtype", "cpu_flags", "cpu_model", "has_native_bf16"]
+__all__ = [
+    "MATRIX_FLAGS",
+    "auto_cpu_dtype",
+    "cpu_flags",
+    "cpu_model",
+    "has_native_bf16",
+    "int8_weight_type",
+]
 
 
 def cpu_flags() -> set[str]:
@@ -60,3 +67,26 @@ def auto_cpu_dtype(flags: set[str] | None = None) -> tuple[str, str]:
     if native:
         return "bf16", f"auto: this CPU multiplies bf16 natively ({', '.join(native)})"
     return "fp32", "auto: this CPU has no native bf16 matrix instructions (amx_bf16, avx512_bf16)"
+
+
+_INT8_DOT = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def int8_weight_type(flags: set[str] | None = None) -> tuple[str, str]:
+    """The weight type for dynamic int8 matrix products on this CPU (``"int8"`` or ``"uint8"``), and why.
+
+    Activations are uint8. With VNNI or AMX, x86 multiplies uint8 × int8 exactly. Without them,
+    ONNX Runtime's AVX2 kernel sums pairs of uint8 × int8 products into int16, which saturates when
+    both are large (on the smoothed default model, emulated by ``benchmarks/int8_saturation.py``:
+    1.6e-4 of the pairs, moving some products by up to 6.9 %); uint8 × uint8 is widened to int16
+    first and stays exact, so AVX2-only CPUs get uint8 weights."""
+    flags = cpu_flags() if flags is None else flags
+    dot = sorted(_INT8_DOT & flags)
+    if dot:
+        return "int8", f"this CPU multiplies uint8 x int8 exactly ({', '.join(dot)})"
+    if "avx2" in flags:
+        return "uint8", (
+            "no VNNI/AMX: AVX2's uint8 x int8 product sums pairs into int16, which can saturate; "
+            "uint8 x uint8 stays exact"
+        )
+    return "int8", "not an x86 CPU with AVX2 and without VNNI: int8 weights"

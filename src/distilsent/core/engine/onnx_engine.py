@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import numpy as np
 from distilsent.core.errors import InvalidInputError, MissingExtraError, ModelFormatError
 
 __all__ = ["OnnxEngine"]
+
+logger = logging.getLogger(__name__)
 
 
 class OnnxEngine:
@@ -21,12 +24,15 @@ class OnnxEngine:
             import onnxruntime as ort
         except ImportError as e:
             raise MissingExtraError("the ONNX backend", "onnx", "onnxruntime") from e
-        from distilsent.core.engine.onnx_export import cached_onnx
+        from distilsent.core.engine.onnx_export import cached_onnx, int8_weights_warning
 
         self.backend = "onnx-int8" if int8 else "onnx"
         self.dtype = "int8" if int8 else "float32"
         self.dtype_reason = "the onnx backends run fp32 or int8; bf16 is the torch backend's"
         self.path = cached_onnx(model_dir, int8=int8)
+        if int8 and (warning := int8_weights_warning(self.path.parent)):
+            logger.warning(warning)
+            self.dtype_reason = warning
         available = ort.get_available_providers()
         if device not in ("auto", "cpu") and not device.startswith("cuda"):
             raise InvalidInputError(f"the onnx backend runs on 'cpu' or 'cuda', not {device!r}")
