@@ -216,7 +216,7 @@ def test_smoothed_int8_weights_follow_the_cpu(
 
 
 def test_smoothed_export_records_its_weights_and_warns_on_a_cpu_that_would_saturate(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog, capsys
 ) -> None:
     import json
     import logging
@@ -227,11 +227,12 @@ def test_smoothed_export_records_its_weights_and_warns_on_a_cpu_that_would_satur
     calibration.write_text("text\n" + "\n".join(TEXTS * 4) + "\n")
     out = tmp_path / "onnx"
     argv = ["export", str(tiny_model_dir), "--output", str(out), "--int8", "--calibration", str(calibration)]
-    argv += ["--int8-recipe", "smoothed-dynamic", "--force"]
+    argv += ["--int8-recipe", "smoothed-dynamic", "--min-agreement", "1"]
     monkeypatch.setenv("DISTILSENT_CPU_FLAGS", "avx2 avx512_vnni")
     assert main(argv) == 0
     record = json.loads((out / onnx_export.QUANTIZATION_FILE).read_text())
     assert record["recipe"] == "smoothed-dynamic" and record["weights"] == "int8"
+    assert [c["weights"] for c in record["candidates"]] == ["int8"]  # exact here: nothing else to try
     assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {TensorProto.INT8}
     with caplog.at_level(logging.WARNING):
         assert distilsent.load(out, backend="onnx-int8", device="cpu").predict("good film").label
@@ -242,11 +243,37 @@ def test_smoothed_export_records_its_weights_and_warns_on_a_cpu_that_would_satur
         clf = distilsent.load(out, backend="onnx-int8", device="cpu")
     assert "int8 weights" in caplog.text and "re-export" in caplog.text
     assert "saturate" in clf.info()["dtype_reason"]
-    # Re-exported there, it gets uint8 weights and no warning.
+    # Re-exported there: uint8 weights, and int8 ones measured through the kernel that saturates.
+    capsys.readouterr()
     assert main(argv) == 0
-    assert json.loads((out / onnx_export.QUANTIZATION_FILE).read_text())["weights"] == "uint8"
-    assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {TensorProto.UINT8}
-    assert onnx_export.int8_weights_warning(out) is None
+    printed = capsys.readouterr().out
+    assert "int8 smoothed-dynamic, uint8 weights" in printed and "int8 smoothed-dynamic " in printed
+    record = json.loads((out / onnx_export.QUANTIZATION_FILE).read_text())
+    assert sorted(c["weights"] for c in record["candidates"]) == ["int8", "uint8"]
+    fastest = max(record["candidates"], key=lambda c: c["texts_per_second"])
+    assert record["weights"] == fastest["weights"] and record["weights_why"]
+    expected = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8}[record["weights"]]
+    assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {expected}
+    assert onnx_export.int8_weights_warning(out) is None  # measured here, whichever it is
+
+
+def test_int8_weights_warning_names_only_exports_from_cpus_that_multiply_exactly(tmp_path: Path) -> None:
+    avx2 = {"avx2", "fma"}
+    cases = [
+        ({"recipe": "smoothed-dynamic", "weights": "int8", "cpu_flags": ["avx2", "avx512_vnni"]}, True),
+        ({"recipe": "smoothed-dynamic"}, True),  # recorded before weights were: int8, origin unknown
+        ({"recipe": "smoothed-dynamic", "weights": "int8", "cpu_flags": ["avx2", "fma"]}, False),
+        ({"recipe": "smoothed-dynamic", "weights": "uint8", "cpu_flags": ["avx2", "amx_int8"]}, False),
+        ({"recipe": "blockwise", "cpu_flags": ["avx2", "amx_int8"]}, False),
+    ]
+    for record, warns in cases:
+        onnx_export.write_quantization_record(tmp_path, record)
+        assert onnx_export.read_quantization_record(tmp_path) == record
+        assert (onnx_export.int8_weights_warning(tmp_path, avx2) is not None) == warns, record
+        assert onnx_export.int8_weights_warning(tmp_path, {"avx2", "avx_vnni"}) is None
+    (tmp_path / onnx_export.QUANTIZATION_FILE).write_text("not json")
+    assert onnx_export.read_quantization_record(tmp_path) is None
+    assert onnx_export.int8_weights_warning(tmp_path, avx2) is None
 
 
 def test_export_with_calibration_measures_each_recipe_and_records_the_choice(

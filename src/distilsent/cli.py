@@ -317,13 +317,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     result = export(config_from_args(ExportConfig, args))
     print(f"wrote {result.output / 'model.onnx'}")
     for c in result.candidates:
-        verdict = "chosen" if c.recipe == result.recipe else ("passed" if c.passed else "refused")
+        chosen = (c.recipe, c.weights) == (result.recipe, result.weights)
+        verdict = "chosen" if chosen else ("passed" if c.passed else "refused")
         print(
-            f"int8 {c.recipe:<17} agrees with fp32 on {c.agreement:6.2f} % of held-out calibration texts, "
+            f"int8 {c.label:<17} agrees with fp32 on {c.agreement:6.2f} % of held-out calibration texts, "
             f"{c.texts_per_second:7.1f} texts/s: {verdict}"
         )
     if result.int8_path is not None:
-        print(f"wrote {result.int8_path} ({result.recipe} int8)")
+        weights = "" if result.weights in (None, "int8") else f", {result.weights} weights"
+        print(f"wrote {result.int8_path} ({result.recipe} int8{weights})")
     if result.fp32_accuracy is not None:
         print(
             f"dev accuracy: fp32 {100 * result.fp32_accuracy:.2f} %, "

@@ -103,6 +103,8 @@ class ExportResult:
     """Fraction of dev texts where int8 and fp32 give the same label."""
     recipe: str | None = None
     """The int8 recipe written."""
+    weights: str | None = None
+    """The weight type of a smoothed int8 model written (``"int8"`` or ``"uint8"``); None otherwise."""
     candidates: list[Int8Candidate] = field(default_factory=list)
     """Every int8 recipe measured on the calibration texts (empty without ``calibration``)."""
 
@@ -120,6 +122,13 @@ class Int8Candidate:
     """Best of two passes over the held-out texts, batch 32."""
     passed: bool = False
     """Whether ``agreement`` reached ``min_agreement``."""
+    weights: str | None = None
+    """Weight type of the smoothed recipe (``"int8"`` or ``"uint8"``); None for blockwise."""
+
+    @property
+    def label(self) -> str:
+        """The recipe's name, with its weight type where that is not int8."""
+        return self.recipe if self.weights in (None, "int8") else f"{self.recipe}, {self.weights} weights"
 
 
 def choose_int8(candidates: list[Int8Candidate], min_agreement: float, force: bool) -> Int8Candidate:
@@ -134,7 +143,7 @@ def choose_int8(candidates: list[Int8Candidate], min_agreement: float, force: bo
         return max(passing, key=lambda c: c.texts_per_second)
     if force:
         return max(candidates, key=lambda c: c.agreement)
-    measured = ", ".join(f"{c.recipe} {c.agreement:.2f} %" for c in candidates)
+    measured = ", ".join(f"{c.label} {c.agreement:.2f} %" for c in candidates)
     raise DistilsentError(
         f"no int8 recipe agrees with fp32 on {min_agreement} % of the held-out calibration texts "
         f"({measured}); the int8 model was not written (pass --force to keep the closest anyway)"
@@ -209,11 +218,20 @@ def _measured_int8(
     fp32_clf = load(output, backend="onnx", device="cpu")
     reference = fp32_clf.logits(held_out).argmax(1)
     recipes = ["blockwise", "smoothed-dynamic"] if config.int8_recipe == "auto" else [config.int8_recipe]
-    weights = int8_weight_type()
+    weights, why = int8_weight_type()
+    # (recipe, weight type): the smoothed recipe takes the weights this CPU multiplies exactly; where
+    # that is uint8 (AVX2 without VNNI), int8 weights are measured too, through the saturating kernel
+    # they would run on here, and kept only if they pass the same gate and are faster.
+    variants: list[tuple[str, str | None]] = []
+    for recipe in recipes:
+        if recipe == "blockwise":
+            variants.append((recipe, None))
+        else:
+            variants += [(recipe, w) for w in dict.fromkeys([weights, "int8"])]
     with tempfile.TemporaryDirectory() as tmp:
-        paths: dict[str, Path] = {}
-        for recipe in recipes:
-            candidate_dir = Path(tmp) / recipe
+        paths: dict[tuple[str, str | None], Path] = {}
+        for recipe, weight_type in variants:
+            candidate_dir = Path(tmp) / f"{recipe}-{weight_type}"
             skip = shutil.ignore_patterns(INT8_FILE, QUANTIZATION_FILE)
             shutil.copytree(output, candidate_dir, ignore=skip)
             target = candidate_dir / INT8_FILE
@@ -227,7 +245,7 @@ def _measured_int8(
                     ids,
                     pad_id=fp32_clf.tokenizer.pad_id,
                     opset=config.opset,
-                    weight_type=weights[0],
+                    weight_type=weight_type,
                 )
             clf = load(candidate_dir, backend="onnx-int8", device="cpu")
             # Dynamic int8 scales activations per batch, so a label can change with the batch a text
@@ -243,10 +261,10 @@ def _measured_int8(
                 started = time.perf_counter()
                 clf.logits(held_out)
                 speeds.append(len(held_out) / (time.perf_counter() - started))
-            result.candidates.append(Int8Candidate(recipe, agreement, max(speeds)))
-            paths[recipe] = target
+            result.candidates.append(Int8Candidate(recipe, agreement, max(speeds), weights=weight_type))
+            paths[recipe, weight_type] = target
         chosen = choose_int8(result.candidates, config.min_agreement, config.force)
-        shutil.copyfile(paths[chosen.recipe], output / INT8_FILE)
+        shutil.copyfile(paths[chosen.recipe, chosen.weights], output / INT8_FILE)
     record: dict[str, Any] = {
         "recipe": chosen.recipe,
         "min_agreement": config.min_agreement,
@@ -256,7 +274,13 @@ def _measured_int8(
         "cpu": cpu_model(),
         "cpu_flags": sorted(cpu_flags() & set(MATRIX_FLAGS)),
     }
-    if chosen.recipe == "smoothed-dynamic":
-        record["weights"], record["weights_why"] = weights
+    if chosen.weights is not None:
+        record["weights"] = chosen.weights
+        record["weights_why"] = (
+            why
+            if chosen.weights == weights
+            else "int8 weights passed the agreement gate through this CPU's saturating kernel and were faster"
+        )
     write_quantization_record(output, record)
+    result.weights = chosen.weights
     return output / INT8_FILE, chosen.recipe

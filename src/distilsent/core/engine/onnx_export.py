@@ -490,14 +490,17 @@ def read_quantization_record(directory: Path) -> dict[str, Any] | None:
 
 def int8_weights_warning(directory: Path, flags: set[str] | None = None) -> str | None:
     """Why the smoothed int8 model in ``directory`` may be less accurate on this CPU than where it was
-    exported, or None: int8 weights (exports before the weight type was recorded have them) on a CPU
-    whose uint8 × int8 product can saturate."""
+    exported, or None: int8 weights (exports before the weight type was recorded have them), chosen
+    on a CPU that multiplies them exactly, now on one whose uint8 × int8 product can saturate. (int8
+    weights chosen on such a CPU passed the export's gate through that kernel: no warning.)"""
     record = read_quantization_record(directory)
     if record is None or record.get("recipe") != "smoothed-dynamic":
         return None
     weights = record.get("weights", "int8")
+    exported_on = record.get("cpu_flags")
+    exact_there = exported_on is None or int8_weight_type(set(exported_on))[0] == "int8"
     wanted, why = int8_weight_type(flags)
-    if weights == "int8" and wanted == "uint8":
+    if weights == "int8" and wanted == "uint8" and exact_there:
         return (
             f"{Path(directory) / INT8_FILE} has int8 weights, exported on another CPU; here {why}. "
             "Its labels may differ from those measured at export: re-export on this CPU "
