@@ -184,6 +184,13 @@ def test_smoothed_int8_keeps_the_head_and_second_projections_in_fp32(
     assert len(quantized) == 5 * (layers - 1) + 2
     # Embedding tables stay fp32: no int8 Gather input to dequantize.
     assert not [n for n in graph.node if n.op_type == "DequantizeLinear"]
+    # Asked to, the first layer stays fp32 as well: five products fewer, none of them in layer 0.
+    ids = tok.encode(TEXTS * 3)
+    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "f.onnx", ids, fp32_first_layers=1)
+    first = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "MatMulInteger"]
+    assert len(first) == len(quantized) - 5 and not [n for n in first if "/layer.0/" in n]
+    with pytest.raises(ValueError, match="fp32_first_layers"):
+        onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "g.onnx", ids, fp32_first_layers=-1)
 
 
 def matmul_integer_weight_types(path: Path) -> set[int]:
