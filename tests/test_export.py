@@ -305,6 +305,12 @@ def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
     assert "int8 blockwise" in printed and "int8 smoothed-dynamic" in printed
     record = json.loads((out / "quantization.json").read_text())
     assert record["held_out_texts"] == len(rows)
+    # The held-out half's near-boundary share, as the fp32 export sees it, is printed and recorded.
+    fp32 = distilsent.load(out, backend="onnx", device="cpu").logits((rows * 2)[1::2])
+    margins = np.sort(fp32, axis=1)[:, -1] - np.sort(fp32, axis=1)[:, -2]
+    near = 100 * float(np.mean(margins < record["near_margin"]))
+    assert record["held_out_near_boundary"] == pytest.approx(near)
+    assert f"under {record['near_margin']} on {near:.2f} % of held-out calibration texts" in printed
     assert {c["recipe"] for c in record["candidates"]} == {"blockwise", "smoothed-dynamic"}
     chosen = max(record["candidates"], key=lambda c: c["texts_per_second"])
     assert record["recipe"] == chosen["recipe"] and record["cpu"]

@@ -312,10 +312,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from distilsent.export import ExportConfig, export
+    from distilsent.export import NEAR_MARGIN, ExportConfig, export
 
     result = export(config_from_args(ExportConfig, args))
     print(f"wrote {result.output / 'model.onnx'}")
+    if result.near_boundary is not None:
+        print(
+            f"fp32 margin under {NEAR_MARGIN} on {result.near_boundary:.2f} % of held-out calibration texts: "
+            "the labels int8 could flip (the fewer, the less the agreement below says)"
+        )
     for c in result.candidates:
         chosen = (c.recipe, c.weights) == (result.recipe, result.weights)
         verdict = "chosen" if chosen else ("passed" if c.passed else "refused")

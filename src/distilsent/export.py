@@ -27,8 +27,22 @@ from distilsent.core.engine.onnx_export import (
     write_smoothed_int8,
 )
 from distilsent.core.errors import DistilsentError, InvalidInputError
+from distilsent.core.postprocess import top_margin
 
-__all__ = ["ExportConfig", "ExportResult", "Int8Candidate", "check_int8_drop", "choose_int8", "export"]
+__all__ = [
+    "NEAR_MARGIN",
+    "ExportConfig",
+    "ExportResult",
+    "Int8Candidate",
+    "check_int8_drop",
+    "choose_int8",
+    "export",
+]
+
+NEAR_MARGIN = 0.5
+"""A label whose fp32 logit is less than this above the runner-up's is "near the boundary": the
+labels int8 can flip. Agreement measured on texts with few of them (a model's own training text)
+reads higher than on new text."""
 
 
 @dataclass
@@ -107,6 +121,9 @@ class ExportResult:
     """The weight type of a smoothed int8 model written (``"int8"`` or ``"uint8"``); None otherwise."""
     candidates: list[Int8Candidate] = field(default_factory=list)
     """Every int8 recipe measured on the calibration texts (empty without ``calibration``)."""
+    near_boundary: float | None = None
+    """Percent of the held-out calibration texts whose fp32 margin is under ``NEAR_MARGIN``: how
+    many labels the agreement gate could see flip (None without ``calibration``)."""
 
 
 @dataclass
@@ -216,7 +233,9 @@ def _measured_int8(
         raise InvalidInputError(f"{config.calibration}: at least two calibration texts are needed")
     fit, held_out = texts[0::2], texts[1::2]
     fp32_clf = load(output, backend="onnx", device="cpu")
-    reference = fp32_clf.logits(held_out).argmax(1)
+    fp32_logits = fp32_clf.logits(held_out)
+    reference = fp32_logits.argmax(1)
+    result.near_boundary = float(100 * np.mean(top_margin(fp32_logits) < NEAR_MARGIN))
     recipes = ["blockwise", "smoothed-dynamic"] if config.int8_recipe == "auto" else [config.int8_recipe]
     weights, why = int8_weight_type()
     # (recipe, weight type): the smoothed recipe takes the weights this CPU multiplies exactly; where
@@ -269,6 +288,8 @@ def _measured_int8(
         "recipe": chosen.recipe,
         "min_agreement": config.min_agreement,
         "held_out_texts": len(held_out),
+        "held_out_near_boundary": result.near_boundary,
+        "near_margin": NEAR_MARGIN,
         "calibration": str(config.calibration),
         "candidates": [asdict(c) for c in result.candidates],
         "cpu": cpu_model(),

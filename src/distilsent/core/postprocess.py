@@ -23,6 +23,7 @@ __all__ = [
     "apply_function",
     "parse_band",
     "softmax",
+    "top_margin",
 ]
 
 FUNCTIONS = ("softmax", "sigmoid", "none")
@@ -67,6 +68,13 @@ def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     """Row-wise softmax of ``logits / temperature``, stable for large logits."""
     z = np.exp((logits - logits.max(axis=1, keepdims=True)) / temperature)
     return z / z.sum(axis=1, keepdims=True)
+
+
+def top_margin(logits: np.ndarray) -> np.ndarray:
+    """Per row, how far the best logit is above the second: small where a label is nearly a tie,
+    which is where a slightly perturbed model (int8, bf16) changes it."""
+    top2 = np.sort(np.asarray(logits, dtype=np.float64), axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
 
 
 def apply_function(function: str, logits: np.ndarray) -> np.ndarray:
