@@ -23,6 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import cpu_line
+
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
@@ -73,6 +77,7 @@ def main() -> None:
     parser.add_argument("--pipeline-rows", type=int, default=10_000)
     parser.add_argument("--skip-ray", action="store_true")
     args = parser.parse_args()
+    print(cpu_line())
 
     from distilsent.core.models import resolve_model
 

@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import DEV, dev_labels, labels, train_sentences
+from throughput import DEV, cpu_line, dev_labels, labels, train_sentences
 
 
 def main() -> None:
@@ -45,6 +45,7 @@ def main() -> None:
         help="leading layers kept in fp32, comma-separated variants measured on the same draws",
     )
     args = parser.parse_args()
+    print(cpu_line())
 
     import shutil
 

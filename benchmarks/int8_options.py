@@ -14,11 +14,16 @@ export or on one whose attention is left as matrix products so its projections a
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
 SST2 = ROOT.parent / "shared" / "data" / "sst2"
@@ -88,6 +93,7 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=3, help="passes over dev for texts/s (best counts)")
     args = parser.parse_args()
+    print(cpu_line())
 
     import onnxruntime as ort
 

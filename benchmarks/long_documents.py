@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import argparse
 import random
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import cpu_line
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -62,6 +67,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--documents", type=int, default=200)
     args = parser.parse_args()
+    print(cpu_line())
 
     import numpy as np
 

@@ -33,6 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import cpu_line
+
 SST2_DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "dev.tsv"
 
 
@@ -211,6 +215,7 @@ def main() -> None:
     )
     parser.add_argument("--server-arg", action="append", default=[], help="extra flag for distilsent serve")
     args = parser.parse_args()
+    print(cpu_line())
 
     texts = sentences(args.texts)
     sizes = [int(x) for x in args.texts_per_request.split(",")]

@@ -24,6 +24,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
 
 
+def cpu_line() -> str:
+    """The CPU model and the flags that decide matrix speed, as every benchmark prints them first."""
+    from distilsent.core.engine import MATRIX_FLAGS, cpu_flags, cpu_model
+
+    flags = cpu_flags()
+    return f"cpu: {cpu_model()}; matrix flags: {' '.join(f for f in MATRIX_FLAGS if f in flags) or 'none'}"
+
+
 def sst2_texts(n: int, distinct: bool = True) -> list[str]:
     """SST-2 dev sentences repeated to ``n``; each repeat gets a one-token suffix unless ``distinct``
     is off, so that distilsent's de-duplication of identical texts does not inflate its numbers."""
@@ -283,12 +291,9 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from distilsent.core.engine import MATRIX_FLAGS, cpu_flags, cpu_model
-
     texts = sst2_texts(args.texts, distinct=not args.duplicates)
     peak = gemm_peak_gflops()
-    flags = cpu_flags()
-    print(f"cpu: {cpu_model()}; matrix flags: {' '.join(f for f in MATRIX_FLAGS if f in flags) or 'none'}")
+    print(cpu_line())
     kind = "verbatim repeats" if args.duplicates else "distinct"
     print(
         f"texts: {len(texts)} SST-2 dev sentences ({kind}); threads: {torch.get_num_threads()}; device: cpu"

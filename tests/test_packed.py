@@ -87,6 +87,29 @@ def test_bf16_stays_close_to_fp32(
     assert (got - want).abs().max() <= 2 * (theirs - want).abs().max() + 0.05
 
 
+def test_make_linear_builds_every_product_by_name(tiny_model_dir: Path) -> None:
+    model = _model(tiny_model_dir)
+    ids, mask = _batch([3, 11, 6], model.config.vocab_size, seed=5)
+    names: list[str] = []
+
+    def plain(name: str, weight: torch.Tensor, bias: torch.Tensor | None):
+        names.append(name)
+        return lambda x: torch.nn.functional.linear(x, weight, bias)
+
+    want = PackedDistilBert(model)(ids, mask)
+    torch.testing.assert_close(PackedDistilBert(model, make_linear=plain)(ids, mask), want)
+    layers = model.config.n_layers
+    per_layer = [f"{i}.{p}" for i in range(layers) for p in ("qkv", "out", "lin1", "lin2")]
+    assert names == [*per_layer, "pre_classifier", "classifier"]
+
+    # The products it builds are the ones that run: zeroing the classifier zeroes the logits.
+    def zero_head(name: str, weight: torch.Tensor, bias: torch.Tensor | None):
+        keep = plain(name, weight, bias)
+        return (lambda x: keep(x) * 0) if name == "classifier" else keep
+
+    assert not PackedDistilBert(model, make_linear=zero_head)(ids, mask).any()
+
+
 def test_only_distilbert_classifiers_are_packed(tiny_model_dir: Path) -> None:
     assert packable(_model(tiny_model_dir))
     with pytest.raises(ValueError, match="DistilBertForSequenceClassification"):

@@ -40,6 +40,7 @@ __all__ = [
     "quantize_dynamic_int8",
     "read_quantization_record",
     "scratch_cwd",
+    "smoothing_scales",
     "write_int8",
     "write_quantization_record",
     "write_smoothed_int8",
@@ -246,32 +247,14 @@ def write_int8(model_dir: Path, fp32_path: Path, int8_path: Path, *, opset: int 
         return quantize_blockwise(unfused, int8_path)
 
 
-def export_smoothed(
-    model_dir: Path,
-    output: Path,
-    calibration: list[list[int]],
-    *,
-    pad_id: int = 0,
-    alpha: float = SMOOTH_ALPHA,
-    opset: int = 17,
-) -> Path:
-    """An fp32 export (unfused attention) whose activation outliers are moved into the weights.
-
-    SmoothQuant-style (Xiao et al., 2023): the input channels of each layer's query/key/value and
-    first feed-forward projections are divided by ``s = max|x|^alpha / max|w|^(1 - alpha)`` (``x``
-    measured on the ``calibration`` token ids) and the weights' columns multiplied by it, so the
-    product is unchanged but the activations, quantized with one scale per tensor by dynamic int8,
-    have no channel far above the rest. Those inputs are LayerNorm outputs that also feed residual
-    connections, so the division is a ``Mul`` in front of the projection, not folded into the norm.
-    """
-    _require_onnx()
+def smoothing_scales(
+    model: Any, calibration: list[list[int]], *, pad_id: int = 0, alpha: float = SMOOTH_ALPHA
+) -> dict[str, Any]:
+    """The smoothed recipe's per-channel scales of a DistilBERT classifier (see :func:`export_smoothed`):
+    ``"{layer}.qkv"`` for the query/key/value projections' shared input, ``"{layer}.lin1"`` for the
+    first feed-forward projection's; divide that input by the scale, multiply the weights' columns."""
     import torch
 
-    model = _load_eager(model_dir)
-    if model.config.model_type != "distilbert":
-        raise ModelFormatError(
-            f"the smoothed int8 recipe needs a DistilBERT model, not {model.config.model_type}"
-        )
     groups: dict[str, list[Any]] = {}
     for i, layer in enumerate(model.distilbert.transformer.layer):
         a = layer.attention
@@ -309,6 +292,43 @@ def export_smoothed(
     if not amax:
         raise InvalidInputError("the smoothed int8 recipe needs at least one calibration text")
 
+    scales = {}
+    for name, group in groups.items():
+        wmax = torch.stack([lin.weight.detach().abs().amax(0) for lin in group]).amax(0)
+        scales[name] = (amax[name].clamp(min=1e-5) ** alpha / wmax.clamp(min=1e-5) ** (1 - alpha)).clamp(
+            min=1e-5
+        )
+    return scales
+
+
+def export_smoothed(
+    model_dir: Path,
+    output: Path,
+    calibration: list[list[int]],
+    *,
+    pad_id: int = 0,
+    alpha: float = SMOOTH_ALPHA,
+    opset: int = 17,
+) -> Path:
+    """An fp32 export (unfused attention) whose activation outliers are moved into the weights.
+
+    SmoothQuant-style (Xiao et al., 2023): the input channels of each layer's query/key/value and
+    first feed-forward projections are divided by ``s = max|x|^alpha / max|w|^(1 - alpha)`` (``x``
+    measured on the ``calibration`` token ids) and the weights' columns multiplied by it, so the
+    product is unchanged but the activations, quantized with one scale per tensor by dynamic int8,
+    have no channel far above the rest. Those inputs are LayerNorm outputs that also feed residual
+    connections, so the division is a ``Mul`` in front of the projection, not folded into the norm.
+    """
+    _require_onnx()
+    import torch
+
+    model = _load_eager(model_dir)
+    if model.config.model_type != "distilbert":
+        raise ModelFormatError(
+            f"the smoothed int8 recipe needs a DistilBERT model, not {model.config.model_type}"
+        )
+    scales = smoothing_scales(model, calibration, pad_id=pad_id, alpha=alpha)
+
     class Smoothed(torch.nn.Module):
         """``linear(x * inverse_scale)``, the weights' columns already multiplied by the scale."""
 
@@ -320,9 +340,7 @@ def export_smoothed(
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.linear(x * self.inverse_scale)
 
-    for name, group in groups.items():
-        wmax = torch.stack([lin.weight.detach().abs().amax(0) for lin in group]).amax(0)
-        scale = (amax[name].clamp(min=1e-5) ** alpha / wmax.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+    for name, scale in scales.items():
         owner = model.distilbert.transformer.layer[int(name.split(".")[0])]
         parent = owner.attention if name.endswith("qkv") else owner.ffn
         for attr in ("q_lin", "k_lin", "v_lin") if name.endswith("qkv") else ("lin1",):

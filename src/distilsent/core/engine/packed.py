@@ -54,7 +54,14 @@ def packable(model: torch.nn.Module) -> bool:
 class PackedDistilBert:
     """Inference-only forward of a DistilBERT classifier over its real tokens (see the module docs)."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        make_linear: Callable[[str, torch.Tensor, torch.Tensor | None], Linear] | None = None,
+    ) -> None:
+        """``make_linear(name, weight, bias)``, where given, builds each product in place of the
+        default (``name``: ``"{layer}.qkv"``, ``.out``, ``.lin1``, ``.lin2``, ``"pre_classifier"``,
+        ``"classifier"``): a way to try other kernels, such as int8 ones, on the same forward."""
         if not packable(model):
             raise ValueError("PackedDistilBert runs DistilBertForSequenceClassification models only")
         config = model.config
@@ -69,25 +76,31 @@ class PackedDistilBert:
         self.prepacked = (
             self.word.dtype == torch.bfloat16 and self.word.device.type == "cpu" and _prepack_works()
         )
-        make = _prepacked_linear if self.prepacked else _linear
+        default = _prepacked_linear if self.prepacked else _linear
+
+        def make(name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
+            return default(weight, bias) if make_linear is None else make_linear(name, weight, bias)
+
         self.layers = []
         with torch.no_grad():
-            for layer in body.transformer.layer:
+            for i, layer in enumerate(body.transformer.layer):
                 att = layer.attention
                 qkv_w = torch.cat([att.q_lin.weight, att.k_lin.weight, att.v_lin.weight])
                 qkv_b = torch.cat([att.q_lin.bias, att.k_lin.bias, att.v_lin.bias])
                 self.layers.append(
                     {
-                        "qkv": make(qkv_w, qkv_b),
-                        "out": make(att.out_lin.weight, att.out_lin.bias),
+                        "qkv": make(f"{i}.qkv", qkv_w, qkv_b),
+                        "out": make(f"{i}.out", att.out_lin.weight, att.out_lin.bias),
                         "sa_norm": _norm(layer.sa_layer_norm),
-                        "lin1": make(layer.ffn.lin1.weight, layer.ffn.lin1.bias),
-                        "lin2": make(layer.ffn.lin2.weight, layer.ffn.lin2.bias),
+                        "lin1": make(f"{i}.lin1", layer.ffn.lin1.weight, layer.ffn.lin1.bias),
+                        "lin2": make(f"{i}.lin2", layer.ffn.lin2.weight, layer.ffn.lin2.bias),
                         "out_norm": _norm(layer.output_layer_norm),
                     }
                 )
-            self.pre_classifier = make(model.pre_classifier.weight, model.pre_classifier.bias)
-            self.classifier = make(model.classifier.weight, model.classifier.bias)
+            self.pre_classifier = make(
+                "pre_classifier", model.pre_classifier.weight, model.pre_classifier.bias
+            )
+            self.classifier = make("classifier", model.classifier.weight, model.classifier.bias)
 
     @torch.inference_mode()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
