@@ -96,6 +96,7 @@ def main() -> None:
     print(cpu_line())
 
     import onnxruntime as ort
+    from transformers.utils import logging as hf_logging
 
     from distilsent.core.engine.onnx_export import (
         export_onnx,
@@ -107,6 +108,7 @@ def main() -> None:
     from distilsent.core.tokenization import TextTokenizer
     from distilsent.formats import read_labelled
 
+    hf_logging.disable_progress_bar()
     model_dir = resolve_model(args.model)
     dev = read_labelled(SST2 / "dev.tsv")
     y = np.array(dev.labels)
