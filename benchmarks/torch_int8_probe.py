@@ -53,6 +53,7 @@ def main() -> None:
     from distilsent.core.engine import cpu_flags
     from distilsent.core.engine.onnx_export import smoothing_scales
     from distilsent.core.engine.packed import PackedDistilBert
+    from distilsent.core.tokenization import TokenBatch
     from distilsent.formats import read_labelled
 
     hf_logging.disable_progress_bar()
@@ -109,17 +110,13 @@ def main() -> None:
     pad = clf.tokenizer.pad_id
 
     def logits_of(forward: Callable, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        tokens = TokenBatch.from_lists(ids)
+        order = np.argsort(tokens.lengths, kind="stable")
         out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(ids), batch_size):
                 rows = order[start : start + batch_size]
-                longest = max(len(ids[i]) for i in rows)
-                batch = torch.full((len(rows), longest), pad, dtype=torch.long)
-                mask = torch.zeros((len(rows), longest), dtype=torch.long)
-                for r, i in enumerate(rows):
-                    batch[r, : len(ids[i])] = torch.tensor(ids[i])
-                    mask[r, : len(ids[i])] = 1
+                batch, mask = (torch.from_numpy(a) for a in tokens.padded(rows, pad))
                 out[rows] = forward(batch, mask).float().numpy()
         return out
 

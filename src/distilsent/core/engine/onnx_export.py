@@ -22,10 +22,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from distilsent._version import __version__
 from distilsent.core.engine.cpu import int8_weight_type
 from distilsent.core.errors import InvalidInputError, MissingExtraError, ModelFormatError
 from distilsent.core.models import cache_dir, has_torch_weights
+from distilsent.core.tokenization import TokenBatch
 
 __all__ = [
     "INT8_FILE",
@@ -276,14 +279,10 @@ def smoothing_scales(
     hooks = [group[0].register_forward_pre_hook(observe(name)) for name, group in groups.items()]
     try:
         with torch.inference_mode():
-            for start in range(0, len(calibration), 32):
-                chunk = calibration[start : start + 32]
-                longest = max(len(ids) for ids in chunk)
-                ids = torch.full((len(chunk), longest), pad_id, dtype=torch.long)
-                mask = torch.zeros((len(chunk), longest), dtype=torch.long)
-                for row, seq in enumerate(chunk):
-                    ids[row, : len(seq)] = torch.tensor(seq)
-                    mask[row, : len(seq)] = 1
+            tokens = TokenBatch.from_lists(calibration)
+            for start in range(0, len(tokens), 32):
+                rows = np.arange(start, min(start + 32, len(tokens)))
+                ids, mask = (torch.from_numpy(a) for a in tokens.padded(rows, pad_id))
                 current_mask[:] = [mask]
                 model(input_ids=ids, attention_mask=mask)
     finally:
@@ -435,15 +434,14 @@ def write_smoothed_int8(
     with tempfile.TemporaryDirectory() as tmp:
         smoothed = export_smoothed(model_dir, Path(tmp), calibration, pad_id=pad_id, opset=opset)
         graph = onnx.load(str(smoothed), load_external_data=False).graph
-        products = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
-        keep = [n.name for n in products if _keeps_fp32(n.name, fp32_first_layers)]
+        kept = [
+            n
+            for n in graph.node
+            if n.op_type in ("MatMul", "Gemm") and _keeps_fp32(n.name, fp32_first_layers)
+        ]
         # The quantizer rewrites a Gemm (the classifier head) as a MatMul named after it before it
         # reads the exclusions: without its new name too, the head was quantized after all.
-        keep += [
-            f"{n.name}_MatMul"
-            for n in products
-            if n.op_type == "Gemm" and _keeps_fp32(n.name, fp32_first_layers)
-        ]
+        keep = [n.name for n in kept] + [f"{n.name}_MatMul" for n in kept if n.op_type == "Gemm"]
         weights = weight_type or int8_weight_type()[0]
         return quantize_dynamic_int8(smoothed, int8_path, exclude=keep, weight_type=weights)
 
