@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import DEV, cpu_line, train_sentences
 
 import distilsent
-from distilsent.core.engine.onnx_export import export_onnx, quantize_dynamic_int8
+from distilsent.core.engine.onnx_export import export_onnx, fp32_products, quantize_dynamic_int8
 from distilsent.core.models import resolve_model
 from distilsent.core.tokenization import TokenBatch
 from distilsent.formats import encode_labels, read_labelled
@@ -55,21 +55,12 @@ def fq_weight(w):
 
 
 class FQLinear(torch.nn.Module):
-    def __init__(self, lin, act=True):
+    def __init__(self, lin):
         super().__init__()
         self.lin = lin
-        self.act = act
-        self.enabled = True
-
-    @property
-    def weight(self):
-        return self.lin.weight
 
     def forward(self, x):
-        if not self.enabled:
-            return self.lin(x)
-        xin = fq_act(x) if self.act else x
-        return torch.nn.functional.linear(xin, fq_weight(self.lin.weight), self.lin.bias)
+        return torch.nn.functional.linear(fq_act(x), fq_weight(self.lin.weight), self.lin.bias)
 
 
 def wrap(model):
@@ -103,23 +94,21 @@ def unwrap(wrapped):
 
 
 def keep_fp32(name: str) -> bool:
+    """The last layer's [CLS]-only products and the head (every product the smoothed recipe keeps in
+    fp32 but the second feed-forward projections)."""
     return not name.startswith(("/distilbert/", "/k_lin/", "/v_lin/"))
 
 
 def write_int8(model_dir: Path, out: Path) -> Path:
-    import onnx
-
     fp32 = export_onnx(model_dir, out, fuse_attention=False)
-    graph = onnx.load(str(fp32), load_external_data=False).graph
-    kept = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and keep_fp32(n.name)]
-    keep = [n.name for n in kept] + [f"{n.name}_MatMul" for n in kept if n.op_type == "Gemm"]
+    keep = fp32_products(fp32, keep_fp32)
     return quantize_dynamic_int8(fp32, out / "model_quantized.onnx", exclude=keep, weight_type="int8")
 
 
-def agreement(clf, texts, reference):
+def agreement(clf, tokens, reference):
     out = []
     for bs in (32, 1):
-        pred = clf.run(clf.tokenizer.encode(texts), batch_size=bs).argmax(1)
+        pred = clf.run(tokens, batch_size=bs).argmax(1)
         out.append(100 * float(np.mean(pred == reference)))
     return min(out), out
 
@@ -152,13 +141,16 @@ def main():
     held_out = [pool[i] for i in order[:3000]]
     fit = [pool[i] for i in order[3000:]]
     # short phrases too: the model classifies them as well
-    short = list(dict.fromkeys(t for t in train if len(t.split()) < 6 and t not in set(held_out)))
+    short = list(dict.fromkeys(t for t in train if len(t.split()) < 6))
     print(f"fit {len(fit)} sentences of 6+ words, {len(short)} short phrases", flush=True)
-    ref_held = fp32.run(fp32.tokenizer.encode(held_out)).argmax(1)
-    ref_long = fp32.run(fp32.tokenizer.encode(long)).argmax(1)
-    dev = read_labelled(DEV)
-    ref_dev = fp32.run(fp32.tokenizer.encode(dev.texts)).argmax(1)
-    gold = np.array(encode_labels(dev, dict(enumerate(fp32.labels))))
+    held_tokens, long_tokens = fp32.tokenizer.encode(held_out), fp32.tokenizer.encode(long)
+    ref_held = fp32.run(held_tokens).argmax(1)
+    ref_long = fp32.run(long_tokens).argmax(1)
+    if args.dev:
+        dev = read_labelled(DEV)
+        dev_tokens = fp32.tokenizer.encode(dev.texts)
+        ref_dev = fp32.run(dev_tokens).argmax(1)
+        gold = np.array(encode_labels(dev, dict(enumerate(fp32.labels))))
 
     out = Path(args.out)
     if out.exists():
@@ -173,12 +165,12 @@ def main():
         t0 = time.time()
         write_int8(d / "hf", d / "onnx")
         clf = distilsent.load(d / "onnx", backend="onnx-int8", device="cpu")
-        held = agreement(clf, held_out, ref_held)
-        lg = agreement(clf, long, ref_long)
+        held = agreement(clf, held_tokens, ref_held)
+        lg = agreement(clf, long_tokens, ref_long)
         msg = f"[{tag}] held-out {held[0]:.2f} {held[1]} long {lg[0]:.2f} {lg[1]}"
         if args.dev:
-            dv = agreement(clf, dev.texts, ref_dev)
-            acc = 100 * float(np.mean(clf.run(clf.tokenizer.encode(dev.texts)).argmax(1) == gold))
+            dv = agreement(clf, dev_tokens, ref_dev)
+            acc = 100 * float(np.mean(clf.run(dev_tokens).argmax(1) == gold))
             msg += (
                 f" | dev agree {dv[0]:.2f} {dv[1]} acc {acc:.2f} (fp32 {100 * np.mean(ref_dev == gold):.2f})"
             )

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ __all__ = [
     "cached_onnx",
     "export_onnx",
     "export_smoothed",
+    "fp32_products",
     "int8_weights_warning",
     "quantize_blockwise",
     "quantize_dynamic_int8",
@@ -429,21 +430,23 @@ def write_smoothed_int8(
     """
     if fp32_first_layers < 0:
         raise ValueError(f"fp32_first_layers must be 0 or more, not {fp32_first_layers}")
-    import onnx
-
     with tempfile.TemporaryDirectory() as tmp:
         smoothed = export_smoothed(model_dir, Path(tmp), calibration, pad_id=pad_id, opset=opset)
-        graph = onnx.load(str(smoothed), load_external_data=False).graph
-        kept = [
-            n
-            for n in graph.node
-            if n.op_type in ("MatMul", "Gemm") and _keeps_fp32(n.name, fp32_first_layers)
-        ]
-        # The quantizer rewrites a Gemm (the classifier head) as a MatMul named after it before it
-        # reads the exclusions: without its new name too, the head was quantized after all.
-        keep = [n.name for n in kept] + [f"{n.name}_MatMul" for n in kept if n.op_type == "Gemm"]
+        keep = fp32_products(smoothed, lambda name: _keeps_fp32(name, fp32_first_layers))
         weights = weight_type or int8_weight_type()[0]
         return quantize_dynamic_int8(smoothed, int8_path, exclude=keep, weight_type=weights)
+
+
+def fp32_products(onnx_path: Path, keep: Callable[[str], bool]) -> list[str]:
+    """The names to pass as ``quantize_dynamic_int8(exclude=)`` so that the matrix products whose node
+    name ``keep`` accepts stay fp32."""
+    import onnx
+
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    kept = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and keep(n.name)]
+    # The quantizer rewrites a Gemm (the classifier head) as a MatMul named after it before it
+    # reads the exclusions: without its new name too, the head was quantized after all.
+    return [n.name for n in kept] + [f"{n.name}_MatMul" for n in kept if n.op_type == "Gemm"]
 
 
 def _keeps_fp32(name: str, first_layers: int = 0) -> bool:
