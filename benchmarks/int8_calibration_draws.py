@@ -1,17 +1,19 @@
-"""How much the smoothed int8 recipe's accuracy depends on its calibration texts: one row per draw.
+"""How much the smoothed int8 recipes' accuracy depends on their calibration texts: one row per draw.
 
     python benchmarks/int8_calibration_draws.py --model default --sizes 500,2000 --draws 5
 
 Each draw fits the smoothing scales on a random sample of SST-2 train sentences of 6+ words (never
-one of the sentences measured), writes the smoothed dynamic int8 export, and measures its label
+one of the sentences measured), writes the smoothed dynamic int8 export and, from the same file, the
+smoothed-static one (each activation's scale fixed on the same sample), and measures each one's label
 agreement with fp32 (torch) on 3,000 held-out train sentences of 6+ words ("agree held-out": the set
 to choose recipe settings on), its SST-2 dev accuracy against fp32's, and its agreement on dev and on
 1,000 long train sentences (15+ words); each agreement is the worse of batches of 32 and one text at
 a time. "texts/s" is SST-2 dev in batches, a warm pass. The gates of issue 20 are a dev loss of at
-most 0.3 points and an agreement of at least 99.5 %. ``--fp32-first-layers 0,1`` measures the recipe
-as shipped and with its first layer in fp32 on the same draws. First it prints the share of each
-set's texts whose fp32 logit margin is under 0.5: the labels int8 can flip, far fewer on training
-sentences than on dev, which is why agreement on training text reads high.
+most 0.3 points and an agreement of at least 99.5 %. ``--fp32-first-layers 0,1`` measures the recipes
+as shipped and with their first layer in fp32 on the same draws; ``--recipes`` picks the recipes.
+First it prints the share of each set's texts whose fp32 logit margin is under 0.5: the labels int8
+can flip, far fewer on training sentences than on dev, which is why agreement on training text reads
+high.
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=5, help="random draws per size (seeds 0, 1, ...)")
     parser.add_argument("--weights", choices=("int8", "uint8"), default="int8", help="weight type")
     parser.add_argument(
+        "--recipes",
+        default="smoothed-dynamic,smoothed-static",
+        help="recipes measured on each draw, comma-separated (smoothed-dynamic, smoothed-static)",
+    )
+    parser.add_argument(
         "--fp32-first-layers",
         default="0",
         help="leading layers kept in fp32, comma-separated variants measured on the same draws",
@@ -52,7 +59,12 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     import distilsent
-    from distilsent.core.engine.onnx_export import INT8_FILE, export_onnx, write_smoothed_int8
+    from distilsent.core.engine.onnx_export import (
+        INT8_FILE,
+        export_onnx,
+        freeze_activation_scales,
+        write_smoothed_int8,
+    )
     from distilsent.core.postprocess import top_margin
     from distilsent.export import NEAR_MARGIN
     from distilsent.formats import read_labelled
@@ -79,9 +91,13 @@ def main() -> None:
     for name, texts in (("dev", dev_texts), ("long train", long), ("held-out train", held_out)):
         near = 100 * float(np.mean(top_margin(fp32.run(fp32.tokenizer.encode(texts))) < NEAR_MARGIN))
         print(f"fp32 margin under {NEAR_MARGIN} on {name}: {near:.2f} % of {len(texts)} texts")
+    recipes = args.recipes.split(",")
+    unknown = set(recipes) - {"smoothed-dynamic", "smoothed-static"}
+    if unknown:
+        raise SystemExit(f"unknown recipe {sorted(unknown)[0]!r}: smoothed-dynamic or smoothed-static")
     print(
-        f"{'fit texts':>9}{'draw':>6}{'fp32 first':>11}{'agree held-out':>16}{'dev acc':>9}{'drop pt':>9}"
-        f"{'agree dev':>11}{'agree long':>12}{'texts/s':>9}  gates"
+        f"{'recipe':>17}{'fit texts':>10}{'draw':>6}{'fp32 first':>11}{'agree held-out':>16}{'dev acc':>9}"
+        f"{'drop pt':>9}{'agree dev':>11}{'agree long':>12}{'texts/s':>9}  gates"
     )
 
     def agreement(clf: object, texts: list[str], reference: np.ndarray) -> float:
@@ -90,8 +106,9 @@ def main() -> None:
             float(np.mean(labels(clf, texts, 1) == reference)),
         )
 
-    passed = {v: 0 for v in variants}
-    worst_held_out: dict[int, list[float]] = {v: [] for v in variants}
+    keys = [(recipe, v) for v in variants for recipe in recipes]
+    passed = dict.fromkeys(keys, 0)
+    worst_held_out: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain"
@@ -99,47 +116,55 @@ def main() -> None:
         for size in (int(s) for s in args.sizes.split(",")):
             for seed in range(args.draws):
                 rng = np.random.default_rng(seed)
-                fit = [pool[i] for i in rng.choice(len(pool), size, replace=False)]
+                fit = fp32.tokenizer.encode([pool[i] for i in rng.choice(len(pool), size, replace=False)])
                 total += 1
                 for variant in variants:
-                    directory = Path(tmp) / f"draw-{size}-{seed}-{variant}"
-                    shutil.copytree(plain, directory)
+                    dynamic = Path(tmp) / f"draw-{size}-{seed}-{variant}"
+                    shutil.copytree(plain, dynamic)
                     write_smoothed_int8(
                         fp32.model_dir,
-                        directory / INT8_FILE,
-                        fp32.tokenizer.encode(fit),
+                        dynamic / INT8_FILE,
+                        fit,
                         pad_id=fp32.tokenizer.pad_id,
                         weight_type=args.weights,
                         fp32_first_layers=variant,
                     )
-                    clf = distilsent.load(directory, backend="onnx-int8", device="cpu")
-                    agree_held_out = agreement(clf, held_out, held_out_reference)
-                    dev_labels(clf)  # warm-up: the timed pass below is the second
-                    started = time.perf_counter()
-                    batched = dev_labels(clf)[0]
-                    rate = len(reference) / (time.perf_counter() - started)
-                    single = dev_labels(clf, 1)[0]
-                    accuracy = 100 * float(np.mean(batched == gold))
-                    agree_dev = 100 * min(
-                        float(np.mean(batched == reference)), float(np.mean(single == reference))
-                    )
-                    agree_long = agreement(clf, long, long_reference)
-                    ok = base - accuracy <= 0.3 and min(agree_dev, agree_long) >= 99.5
-                    passed[variant] += ok
-                    worst_held_out[variant].append(agree_held_out)
-                    print(
-                        f"{size:>9}{seed:>6}{variant:>11}{agree_held_out:>15.2f}%{accuracy:>8.2f}%"
-                        f"{base - accuracy:>9.2f}{agree_dev:>10.2f}%{agree_long:>11.2f}%"
-                        f"{rate:>9.1f}  {'pass' if ok else 'FAIL'}",
-                        flush=True,
-                    )
-                    shutil.rmtree(directory)
-    for variant in variants if total else ():
-        held = worst_held_out[variant]
+                    for recipe in recipes:
+                        directory = dynamic
+                        if recipe == "smoothed-static":
+                            # The same smoothed weights, each activation's scale fixed on the same draw.
+                            directory = dynamic.with_name(dynamic.name + "-static")
+                            shutil.copytree(dynamic, directory)
+                            freeze_activation_scales(directory / INT8_FILE, fit, pad_id=fp32.tokenizer.pad_id)
+                        clf = distilsent.load(directory, backend="onnx-int8", device="cpu")
+                        agree_held_out = agreement(clf, held_out, held_out_reference)
+                        dev_labels(clf)  # warm-up: the timed pass below is the second
+                        started = time.perf_counter()
+                        batched = dev_labels(clf)[0]
+                        rate = len(reference) / (time.perf_counter() - started)
+                        single = dev_labels(clf, 1)[0]
+                        accuracy = 100 * float(np.mean(batched == gold))
+                        agree_dev = 100 * min(
+                            float(np.mean(batched == reference)), float(np.mean(single == reference))
+                        )
+                        agree_long = agreement(clf, long, long_reference)
+                        ok = base - accuracy <= 0.3 and min(agree_dev, agree_long) >= 99.5
+                        passed[recipe, variant] += ok
+                        worst_held_out[recipe, variant].append(agree_held_out)
+                        print(
+                            f"{recipe:>17}{size:>10}{seed:>6}{variant:>11}{agree_held_out:>15.2f}%"
+                            f"{accuracy:>8.2f}%{base - accuracy:>9.2f}{agree_dev:>10.2f}%"
+                            f"{agree_long:>11.2f}%{rate:>9.1f}  {'pass' if ok else 'FAIL'}",
+                            flush=True,
+                        )
+                    shutil.rmtree(dynamic)
+                    shutil.rmtree(dynamic.with_name(dynamic.name + "-static"), ignore_errors=True)
+    for recipe, variant in keys if total else ():
+        held = worst_held_out[recipe, variant]
         print(
-            f"fp32 first layers {variant}: held-out agreement mean {np.mean(held):.3f} %"
+            f"{recipe}, fp32 first layers {variant}: held-out agreement mean {np.mean(held):.3f} %"
             f" (min {min(held):.2f} %); "
-            f"{passed[variant]} of {total} draws pass the dev and long gates"
+            f"{passed[recipe, variant]} of {total} draws pass the dev and long gates"
         )
 
 

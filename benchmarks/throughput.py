@@ -165,8 +165,8 @@ def train_sentences() -> tuple[list[str], list[str]]:
     return calibration, long
 
 
-def smoothed_int8(model: str, directory: Path) -> Path:
-    """The smoothed dynamic int8 export of ``model``, its scales fitted on SST-2 train sentences."""
+def smoothed_int8(model: str, directory: Path, recipe: str = "smoothed-dynamic") -> Path:
+    """The smoothed int8 export of ``model`` by ``recipe``, its scales fitted on SST-2 train sentences."""
     from distilsent.export import ExportConfig, export
 
     sentences = train_sentences()[0]
@@ -177,7 +177,7 @@ def smoothed_int8(model: str, directory: Path) -> Path:
         model=model,
         output=str(directory / "onnx"),
         int8=True,
-        int8_recipe="smoothed-dynamic",
+        int8_recipe=recipe,
         calibration=str(calibration),
         force=True,  # measured here whatever the export's own gate says
     )
@@ -185,12 +185,13 @@ def smoothed_int8(model: str, directory: Path) -> Path:
 
 
 BACKENDS = {
-    # row name: (load keyword arguments, or None for the smoothed export)
+    # row name: load keyword arguments, or the smoothed export's int8 recipe
     "torch fp32": {"backend": "torch", "dtype": "fp32"},
     "torch bf16": {"backend": "torch", "dtype": "bf16"},
     "onnx": {"backend": "onnx"},
     "onnx-int8": {"backend": "onnx-int8"},
-    "onnx-int8 smoothed": None,
+    "onnx-int8 smoothed": "smoothed-dynamic",
+    "onnx-int8 smoothed-static": "smoothed-static",
 }
 
 
@@ -224,8 +225,8 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
         if name not in BACKENDS:
             raise SystemExit(f"unknown backend row {name!r}; choose from {', '.join(BACKENDS)}")
         options = BACKENDS[name]
-        if options is None:
-            directory = smoothed_int8(model, Path(tempfile.mkdtemp()))
+        if isinstance(options, str):
+            directory = smoothed_int8(model, Path(tempfile.mkdtemp()), options)
             ours = distilsent.load(directory, backend="onnx-int8", device="cpu")
         else:
             ours = clf if name == "torch fp32" else distilsent.load(model, device="cpu", **options)

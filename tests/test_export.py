@@ -9,7 +9,14 @@ import pytest
 import distilsent
 from distilsent.cli import main
 from distilsent.core.engine import onnx_export
-from distilsent.export import ExportConfig, Int8Candidate, check_int8_drop, choose_int8
+from distilsent.export import (
+    BATCH_INDEPENDENCE_WORTH,
+    BATCH_INDEPENDENT,
+    ExportConfig,
+    Int8Candidate,
+    check_int8_drop,
+    choose_int8,
+)
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
 
@@ -115,10 +122,11 @@ def test_export_config_validation() -> None:
         ExportConfig(model="m", dev="dev.tsv")
     with pytest.raises(ValueError, match="max_drop"):
         ExportConfig(model="m", int8=True, max_drop=-1)
-    with pytest.raises(ValueError, match="int8_recipe must be one of auto, blockwise, smoothed-dynamic"):
+    with pytest.raises(ValueError, match="one of auto, blockwise, smoothed-dynamic, smoothed-static"):
         ExportConfig(model="m", int8=True, int8_recipe="static")
-    with pytest.raises(ValueError, match="add --calibration FILE"):
-        ExportConfig(model="m", int8=True, int8_recipe="smoothed-dynamic")
+    for recipe in ("smoothed-dynamic", "smoothed-static"):
+        with pytest.raises(ValueError, match=f"the {recipe} recipe .* add --calibration FILE"):
+            ExportConfig(model="m", int8=True, int8_recipe=recipe)
     with pytest.raises(ValueError, match="--calibration is for the int8 model"):
         ExportConfig(model="m", calibration="texts.tsv")
     with pytest.raises(ValueError, match="min_agreement"):
@@ -136,6 +144,24 @@ def test_choose_int8_keeps_the_fastest_that_agrees_and_refuses_the_rest() -> Non
     with pytest.raises(distilsent.DistilsentError, match=r"blockwise 99\.70 %, smoothed-dynamic 99\.60 %"):
         choose_int8(candidates(), 99.9, force=False)
     assert choose_int8(candidates(), 99.9, force=True).recipe == "blockwise"  # the closest
+
+
+def test_choose_int8_prefers_a_batch_independent_recipe_unless_it_is_much_slower() -> None:
+    def candidates(static_speed: float) -> list[Int8Candidate]:
+        return [
+            Int8Candidate("blockwise", 99.7, 500.0),
+            Int8Candidate("smoothed-dynamic", 99.6, 800.0),
+            Int8Candidate("smoothed-static", 99.6, static_speed),
+        ]
+
+    assert choose_int8(candidates(760.0), 99.5, force=False).recipe == "smoothed-static"
+    assert choose_int8(candidates(700.0), 99.5, force=False).recipe == "smoothed-dynamic"
+    refused = candidates(790.0)
+    refused[2].agreement = 99.4
+    assert choose_int8(refused, 99.5, force=False).recipe == "smoothed-dynamic"
+    # Blockwise, within the margin of the fastest, is batch-independent too.
+    close = [Int8Candidate("blockwise", 99.7, 750.0), Int8Candidate("smoothed-dynamic", 99.6, 800.0)]
+    assert choose_int8(close, 99.5, force=False).recipe == "blockwise"
 
 
 def test_smoothing_moves_scale_into_the_weights_without_changing_fp32_logits(
@@ -194,17 +220,24 @@ def test_smoothed_int8_keeps_the_head_and_second_projections_in_fp32(
 
 
 def matmul_integer_weight_types(path: Path) -> set[int]:
-    """The element types of the weights every MatMulInteger of the ONNX model at ``path`` multiplies."""
+    """The element types of the weights every integer product of the ONNX model at ``path`` multiplies."""
     import onnx
 
     graph = onnx.load(str(path)).graph
     types = {t.name: t.data_type for t in graph.initializer}
-    return {types[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger"}
+    products = ("MatMulInteger", "MatMulIntegerToFloat")
+    return {types[n.input[1]] for n in graph.node if n.op_type in products}
 
 
+@pytest.mark.parametrize("static", [False, True])
 @pytest.mark.parametrize(("flags", "expected"), [("avx2 fma", "UINT8"), ("avx2 avx512_vnni", "INT8")])
 def test_smoothed_int8_weights_follow_the_cpu(
-    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, flags: str, expected: str
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    flags: str,
+    expected: str,
+    static: bool,
 ) -> None:
     from onnx import TensorProto
 
@@ -212,7 +245,7 @@ def test_smoothed_int8_weights_follow_the_cpu(
 
     ids = TextTokenizer(tiny_model_dir).encode(TEXTS * 3)
     monkeypatch.setenv("DISTILSENT_CPU_FLAGS", flags)
-    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "q.onnx", ids)
+    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "q.onnx", ids, static=static)
     assert matmul_integer_weight_types(path) == {getattr(TensorProto, expected)}
     # Asked for by name, the CPU does not matter.
     other = "int8" if expected == "UINT8" else "uint8"
@@ -220,6 +253,49 @@ def test_smoothed_int8_weights_follow_the_cpu(
     assert matmul_integer_weight_types(path) == {getattr(TensorProto, other.upper())}
     with pytest.raises(ValueError, match="weight_type"):
         onnx_export.quantize_dynamic_int8(path, tmp_path / "x.onnx", weight_type="int4")
+
+
+def test_static_int8_fixes_each_activation_scale_so_a_text_ignores_its_batch(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    import onnx
+
+    from distilsent.core.tokenization import TextTokenizer
+
+    # Fitted on one text, the fixed scales are the ones dynamic int8 measures on that text alone.
+    ids = TextTokenizer(tiny_model_dir).encode(TEXTS[1:2])
+    models = {}
+    for static in (False, True):
+        directory = tmp_path / ("static" if static else "dynamic")
+        shutil.copytree(distilsent.load(tiny_model_dir, backend="onnx", device="cpu").model_dir, directory)
+        onnx_export.write_smoothed_int8(
+            tiny_model_dir, directory / onnx_export.INT8_FILE, ids, weight_type="int8", static=static
+        )
+        models[static] = distilsent.load(directory, backend="onnx-int8", device="cpu")
+    graph = onnx.load(str(tmp_path / "static" / onnx_export.INT8_FILE)).graph
+    ops = [n.op_type for n in graph.node]
+    dynamic_ops = [n.op_type for n in onnx.load(str(tmp_path / "dynamic" / onnx_export.INT8_FILE)).graph.node]
+    # Every integer product of the dynamic model, each now one fused kernel behind a fixed quantizer.
+    assert ops.count("MatMulIntegerToFloat") == dynamic_ops.count("MatMulInteger") > 0
+    assert ops.count("QuantizeLinear") == dynamic_ops.count("DynamicQuantizeLinear")
+    assert "DynamicQuantizeLinear" not in ops and "MatMulInteger" not in ops
+    assert ops.count("Add") < dynamic_ops.count("Add")  # biases added inside the fused products
+    np.testing.assert_allclose(models[True].logits(TEXTS[1:2]), models[False].logits(TEXTS[1:2]), atol=1e-4)
+    for static, clf in models.items():
+        clf.batch_size = len(TEXTS)
+        together = clf.logits(TEXTS)
+        clf.batch_size = 1
+        alone = clf.logits(TEXTS)
+        if static:  # the same quantized inputs whatever else is in the batch
+            np.testing.assert_allclose(together, alone, atol=1e-5)
+        else:  # each batch's own range moves the logits
+            assert np.abs(together - alone).max() > 1e-3
+    with pytest.raises(distilsent.DistilsentError, match="no dynamically quantized activation"):
+        onnx_export.freeze_activation_scales(tmp_path / "static" / onnx_export.INT8_FILE, ids)
+    with pytest.raises(ValueError, match="at least one calibration text"):
+        onnx_export.freeze_activation_scales(tmp_path / "dynamic" / onnx_export.INT8_FILE, [])
 
 
 def test_smoothed_export_records_its_weights_and_warns_on_a_cpu_that_would_saturate(
@@ -271,6 +347,7 @@ def test_int8_weights_warning_names_only_exports_from_cpus_that_multiply_exactly
         ({"recipe": "smoothed-dynamic"}, True),  # recorded before weights were: int8, origin unknown
         ({"recipe": "smoothed-dynamic", "weights": "int8", "cpu_flags": ["avx2", "fma"]}, False),
         ({"recipe": "smoothed-dynamic", "weights": "uint8", "cpu_flags": ["avx2", "amx_int8"]}, False),
+        ({"recipe": "smoothed-static", "weights": "int8", "cpu_flags": ["avx2", "amx_int8"]}, True),
         ({"recipe": "blockwise", "cpu_flags": ["avx2", "amx_int8"]}, False),
     ]
     for record, warns in cases:
@@ -303,6 +380,7 @@ def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
     assert main([*argv, "--min-agreement", "1"]) == 0
     printed = capsys.readouterr().out
     assert "int8 blockwise" in printed and "int8 smoothed-dynamic" in printed
+    assert "int8 smoothed-static" in printed
     record = json.loads((out / "quantization.json").read_text())
     assert record["held_out_texts"] == len(rows)
     # The held-out half's near-boundary share, as the fp32 export sees it, is printed and recorded.
@@ -311,11 +389,16 @@ def test_export_with_calibration_measures_each_recipe_and_records_the_choice(
     near = 100 * float(np.mean(margins < record["near_margin"]))
     assert record["held_out_near_boundary"] == pytest.approx(near)
     assert f"under {record['near_margin']} on {near:.2f} % of held-out calibration texts" in printed
-    assert {c["recipe"] for c in record["candidates"]} == {"blockwise", "smoothed-dynamic"}
-    chosen = max(record["candidates"], key=lambda c: c["texts_per_second"])
-    assert record["recipe"] == chosen["recipe"] and record["cpu"]
+    recipes = {c["recipe"] for c in record["candidates"]}
+    assert recipes == {"blockwise", "smoothed-dynamic", "smoothed-static"}
+    fastest = max(c["texts_per_second"] for c in record["candidates"] if c["passed"])
+    (chosen,) = [c for c in record["candidates"] if c["recipe"] == record["recipe"]]
+    steady = chosen["recipe"] in BATCH_INDEPENDENT
+    assert chosen["texts_per_second"] >= fastest * (1 - BATCH_INDEPENDENCE_WORTH if steady else 1)
+    assert chosen["passed"] and record["cpu"]
     ops = {n.op_type for n in onnx.load(str(out / "model_quantized.onnx")).graph.node}
-    assert ("MatMulInteger" in ops) == (record["recipe"] == "smoothed-dynamic")
+    assert ("DynamicQuantizeLinear" in ops) == (record["recipe"] == "smoothed-dynamic")
+    assert ("MatMulIntegerToFloat" in ops) == (record["recipe"] == "smoothed-static")
     assert distilsent.load(out, backend="onnx-int8", device="cpu").predict("good film").label
 
 

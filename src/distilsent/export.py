@@ -21,7 +21,9 @@ from distilsent.core.engine.onnx_export import (
     INT8_FILE,
     INT8_RECIPES,
     QUANTIZATION_FILE,
+    SMOOTHED_RECIPES,
     export_onnx,
+    freeze_activation_scales,
     write_int8,
     write_quantization_record,
     write_smoothed_int8,
@@ -30,6 +32,8 @@ from distilsent.core.errors import DistilsentError, InvalidInputError
 from distilsent.core.postprocess import top_margin
 
 __all__ = [
+    "BATCH_INDEPENDENCE_WORTH",
+    "BATCH_INDEPENDENT",
     "NEAR_MARGIN",
     "ExportConfig",
     "ExportResult",
@@ -38,6 +42,13 @@ __all__ = [
     "choose_int8",
     "export",
 ]
+
+BATCH_INDEPENDENT = ("blockwise", "smoothed-static")
+"""Int8 recipes whose labels for a text do not depend on the other texts of its batch."""
+BATCH_INDEPENDENCE_WORTH = 0.10
+"""A batch-independent recipe is chosen over a faster batch-dependent one that is at most this much
+faster (a fraction): a server's label for a text should not change with who else is in the queue.
+Within one export the recipes' speeds also vary by about this much from pass to pass."""
 
 NEAR_MARGIN = 0.5
 """A label whose fp32 logit is less than this above the runner-up's is "near the boundary": the
@@ -67,8 +78,10 @@ class ExportConfig(Config):
     int8_recipe: str = "auto"
     """'blockwise' (int8 weights and activations per block of 128 inputs: batch-independent, needs no
     data), 'smoothed-dynamic' (SmoothQuant-style scales, then dynamic per-channel int8: faster where
-    the CPU has VNNI/AMX, needs ``calibration``), or 'auto': with ``calibration``, build both and keep
-    the faster of those that agree with fp32 on at least ``min_agreement``; without, 'blockwise'."""
+    the CPU has VNNI/AMX, needs ``calibration``), 'smoothed-static' (the same with each activation's
+    int8 scale fixed on ``calibration``: batch-independent, no range pass at run time), or 'auto':
+    with ``calibration``, build all three and keep the fastest of those that agree with fp32 on at
+    least ``min_agreement``; without, 'blockwise'."""
     calibration: str | None = None
     """In-domain texts (TSV/CSV/JSONL/Parquet with a text column; labels ignored), a few hundred or
     more: every other text sets the smoothing scales, the rest measure agreement and speed. Not the
@@ -93,9 +106,9 @@ class ExportConfig(Config):
             raise InvalidInputError(
                 f"int8_recipe must be one of {', '.join(INT8_RECIPES)}, not {self.int8_recipe!r}"
             )
-        if self.int8_recipe == "smoothed-dynamic" and self.calibration is None:
+        if self.int8_recipe in SMOOTHED_RECIPES and self.calibration is None:
             raise InvalidInputError(
-                "the smoothed-dynamic recipe sets its scales from texts: add --calibration FILE"
+                f"the {self.int8_recipe} recipe sets its scales from texts: add --calibration FILE"
             )
         if not 0 < self.min_agreement <= 100:
             raise InvalidInputError(f"min_agreement is a percentage in (0, 100], got {self.min_agreement}")
@@ -149,7 +162,8 @@ class Int8Candidate:
 
 
 def choose_int8(candidates: list[Int8Candidate], min_agreement: float, force: bool) -> Int8Candidate:
-    """The fastest candidate agreeing with fp32 on at least ``min_agreement`` percent of texts.
+    """The fastest candidate agreeing with fp32 on at least ``min_agreement`` percent of texts, or a
+    batch-independent one at most ``BATCH_INDEPENDENCE_WORTH`` slower than it.
 
     With none passing: an error naming each candidate's agreement, unless ``force`` (then the most
     agreeing one)."""
@@ -157,7 +171,10 @@ def choose_int8(candidates: list[Int8Candidate], min_agreement: float, force: bo
         candidate.passed = candidate.agreement >= min_agreement
     passing = [c for c in candidates if c.passed]
     if passing:
-        return max(passing, key=lambda c: c.texts_per_second)
+        fastest = max(passing, key=lambda c: c.texts_per_second)
+        floor = fastest.texts_per_second * (1 - BATCH_INDEPENDENCE_WORTH)
+        steady = [c for c in passing if c.recipe in BATCH_INDEPENDENT and c.texts_per_second >= floor]
+        return max(steady, key=lambda c: c.texts_per_second) if steady else fastest
     if force:
         return max(candidates, key=lambda c: c.agreement)
     measured = ", ".join(f"{c.label} {c.agreement:.2f} %" for c in candidates)
@@ -236,7 +253,8 @@ def _measured_int8(
     fp32_logits = fp32_clf.logits(held_out)
     reference = fp32_logits.argmax(1)
     result.near_boundary = float(100 * np.mean(top_margin(fp32_logits) < NEAR_MARGIN))
-    recipes = ["blockwise", "smoothed-dynamic"] if config.int8_recipe == "auto" else [config.int8_recipe]
+    every = [r for r in INT8_RECIPES if r != "auto"]
+    recipes = every if config.int8_recipe == "auto" else [config.int8_recipe]
     weights, why = int8_weight_type()
     # (recipe, weight type): the smoothed recipe takes the weights this CPU multiplies exactly; where
     # that is uint8 (AVX2 without VNNI), int8 weights are measured too, through the saturating kernel
@@ -247,6 +265,8 @@ def _measured_int8(
             variants.append((recipe, None))
         else:
             variants += [(recipe, w) for w in dict.fromkeys([weights, "int8"])]
+    ids = fp32_clf.tokenizer.encode(fit)
+    pad_id = fp32_clf.tokenizer.pad_id
     with tempfile.TemporaryDirectory() as tmp:
         paths: dict[tuple[str, str | None], Path] = {}
         for recipe, weight_type in variants:
@@ -254,21 +274,27 @@ def _measured_int8(
             skip = shutil.ignore_patterns(INT8_FILE, QUANTIZATION_FILE)
             shutil.copytree(output, candidate_dir, ignore=skip)
             target = candidate_dir / INT8_FILE
+            dynamic = paths.get(("smoothed-dynamic", weight_type))
             if recipe == "blockwise":
                 write_int8(model_dir, output / "model.onnx", target, opset=config.opset)
+            elif recipe == "smoothed-static" and dynamic is not None:
+                # The same smoothed model and weights as the dynamic candidate, its scales fixed.
+                shutil.copyfile(dynamic, target)
+                freeze_activation_scales(target, ids, pad_id=pad_id)
             else:
-                ids = fp32_clf.tokenizer.encode(fit)
                 write_smoothed_int8(
                     model_dir,
                     target,
                     ids,
-                    pad_id=fp32_clf.tokenizer.pad_id,
+                    pad_id=pad_id,
                     opset=config.opset,
                     weight_type=weight_type,
+                    static=recipe == "smoothed-static",
                 )
             clf = load(candidate_dir, backend="onnx-int8", device="cpu")
             # Dynamic int8 scales activations per batch, so a label can change with the batch a text
-            # lands in: the agreement that counts is the worse of batches of 32 and single texts.
+            # lands in: the agreement that counts is the worse of batches of 32 and single texts
+            # (measured for every recipe alike).
             agreements, usual = [], clf.batch_size
             for batch_size in (usual, 1):
                 clf.batch_size = batch_size

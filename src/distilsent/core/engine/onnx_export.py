@@ -35,10 +35,12 @@ __all__ = [
     "INT8_RECIPES",
     "ONNX_FILE",
     "QUANTIZATION_FILE",
+    "SMOOTHED_RECIPES",
     "cached_onnx",
     "export_onnx",
     "export_smoothed",
     "fp32_products",
+    "freeze_activation_scales",
     "int8_weights_warning",
     "quantize_blockwise",
     "quantize_dynamic_int8",
@@ -62,8 +64,10 @@ QUANTIZATION_FILE = "quantization.json"
 # model, three draws of 500 calibration sentences): 0.8 left a logit-margin RMSE of 0.054-0.064 where
 # 0.5 (the paper's default) left 0.080-0.088, at the same speed.
 SMOOTH_ALPHA = 0.8
-INT8_RECIPES = ("auto", "blockwise", "smoothed-dynamic")
-"""``auto`` measures both with calibration texts and keeps the fastest that agrees with fp32."""
+INT8_RECIPES = ("auto", "blockwise", "smoothed-dynamic", "smoothed-static")
+"""``auto`` measures each with calibration texts and keeps the fastest that agrees with fp32."""
+SMOOTHED_RECIPES = ("smoothed-dynamic", "smoothed-static")
+"""The recipes that fit SmoothQuant-style scales on calibration texts (and so need them)."""
 _COPIED = ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -411,6 +415,7 @@ def write_smoothed_int8(
     opset: int = 17,
     weight_type: str | None = None,
     fp32_first_layers: int = 0,
+    static: bool = False,
 ) -> Path:
     """distilsent's fast int8: dynamic per-channel int8 of a smoothed export, the second feed-forward
     projection (its input, a GELU output, has outliers smoothing does not tame) and the last layer's
@@ -427,6 +432,8 @@ def write_smoothed_int8(
     ``fp32_first_layers`` keeps that many leading layers' products in fp32 too: on the default model
     one layer raised held-out agreement by 0.02 pt and cost about 11 % of the speed
     (``benchmarks/int8_calibration_draws.py --fp32-first-layers 0,1``), so the default is none.
+    ``static`` fixes each activation's int8 scale on the ``calibration`` texts instead of measuring
+    it per batch (:func:`freeze_activation_scales`): the ``smoothed-static`` recipe.
     """
     if fp32_first_layers < 0:
         raise ValueError(f"fp32_first_layers must be 0 or more, not {fp32_first_layers}")
@@ -434,7 +441,152 @@ def write_smoothed_int8(
         smoothed = export_smoothed(model_dir, Path(tmp), calibration, pad_id=pad_id, opset=opset)
         keep = fp32_products(smoothed, lambda name: _keeps_fp32(name, fp32_first_layers))
         weights = weight_type or int8_weight_type()[0]
-        return quantize_dynamic_int8(smoothed, int8_path, exclude=keep, weight_type=weights)
+        quantize_dynamic_int8(smoothed, int8_path, exclude=keep, weight_type=weights)
+    if static:
+        freeze_activation_scales(int8_path, calibration, pad_id=pad_id)
+    return int8_path
+
+
+def freeze_activation_scales(int8_path: Path, calibration: list[list[int]], *, pad_id: int = 0) -> Path:
+    """Rewrite a dynamic int8 model (:func:`quantize_dynamic_int8`) in place with each activation's
+    int8 scale and zero point fixed: the range its real tokens take over the ``calibration`` token
+    ids, where dynamic int8 measures it anew for every batch.
+
+    A text's logits then no longer depend on the other texts of its batch, and no product waits for
+    a pass over its input to find the range. Values outside the calibrated range saturate. Each
+    ``MatMulInteger -> Cast -> Mul`` chain becomes one ``MatMulIntegerToFloat``, the kernel ONNX
+    Runtime fuses dynamic int8 into, which it does not fuse for a fixed scale.
+    """
+    _require_onnx()
+    import onnx
+    from onnx import helper, numpy_helper
+
+    int8_path = Path(int8_path)
+    model = onnx.load(str(int8_path))
+    graph = model.graph
+    dynamic = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
+    if not dynamic:
+        raise ModelFormatError(f"{int8_path} has no dynamically quantized activation to fix")
+    ranges = _activation_ranges(model, [n.input[0] for n in dynamic], calibration, pad_id)
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "DynamicQuantizeLinear":
+            nodes.append(node)
+            continue
+        low, high = ranges[node.input[0]]
+        # The uint8 range of ONNX's DynamicQuantizeLinear: it always holds zero, so zero is exact.
+        low, high = min(low, 0.0), max(high, 0.0)
+        scale = (high - low) / 255 if high > low else 1.0
+        zero_point = int(np.clip(round(-low / scale), 0, 255))
+        quantized, scale_name, zero_name = node.output
+        graph.initializer.append(numpy_helper.from_array(np.array(scale, np.float32), scale_name))
+        graph.initializer.append(numpy_helper.from_array(np.array(zero_point, np.uint8), zero_name))
+        nodes.append(
+            helper.make_node(
+                "QuantizeLinear", [node.input[0], scale_name, zero_name], [quantized], name=node.name
+            )
+        )
+    del graph.node[:]
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    graph.node.extend(_fuse_integer_products(nodes, shapes, {n.output[1] for n in dynamic}))
+    onnx.save(model, str(int8_path))
+    return int8_path
+
+
+def _activation_ranges(
+    model: Any, names: list[str], calibration: list[list[int]], pad_id: int
+) -> dict[str, tuple[float, float]]:
+    """The smallest and largest value each tensor in ``names`` takes on the real tokens (or, for
+    the ``[CLS]``-only tensors of the last layer, the rows) of ``calibration``, in batches of 32."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    if not calibration:
+        raise InvalidInputError("fixing int8 activation scales needs at least one calibration text")
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    probe.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in names)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    low = dict.fromkeys(names, np.inf)
+    high = dict.fromkeys(names, -np.inf)
+    tokens = TokenBatch.from_lists(calibration)
+    for start in range(0, len(tokens), 32):
+        ids, mask = tokens.padded(np.arange(start, min(start + 32, len(tokens))), pad_id)
+        feed = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}
+        for name, value in zip(names, session.run(names, feed), strict=True):
+            rows = value.reshape(-1, value.shape[-1])
+            if len(rows) == mask.size:  # one row per token: padding rows would set ranges no text needs
+                rows = rows[mask.reshape(-1).astype(bool)]
+            low[name] = min(low[name], float(rows.min()))
+            high[name] = max(high[name], float(rows.max()))
+    return {name: (low[name], high[name]) for name in names}
+
+
+def _fuse_integer_products(
+    nodes: list[Any], constants: dict[str, tuple[int, ...]], activation_scales: set[str]
+) -> list[Any]:
+    """``nodes`` with each ``MatMulInteger -> Cast -> Mul(Mul(activation scale, weight scale))`` chain,
+    and the bias ``Add`` after it where there is one, as one ``MatMulIntegerToFloat``, in an order
+    that runs. ``constants``: the initializers' shapes."""
+    from onnx import helper
+
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producer = {out: node for node in nodes for out in node.output}
+    dropped: set[int] = set()
+    kept = []
+    for product in (n for n in nodes if n.op_type == "MatMulInteger"):
+        cast = consumers[product.output[0]][0]
+        rescale = consumers.get(cast.output[0], [None])[0]
+        scales = (
+            producer.get(next((i for i in rescale.input if i != cast.output[0]), "")) if rescale else None
+        )
+        if (
+            cast.op_type != "Cast"
+            or rescale is None
+            or rescale.op_type != "Mul"
+            or scales is None
+            or scales.op_type != "Mul"
+            or not activation_scales & set(scales.input)
+        ):
+            raise ModelFormatError(
+                f"unexpected dynamic int8 graph at {product.name}: not MatMulInteger -> Cast -> Mul"
+            )
+        a, b, a_zero, b_zero = product.input
+        a_scale = next(i for i in scales.input if i in activation_scales)
+        b_scale = next(i for i in scales.input if i != a_scale)
+        inputs, output = [a, b, a_scale, b_scale, a_zero, b_zero], rescale.output[0]
+        following = consumers.get(output, [])
+        if len(following) == 1 and following[0].op_type == "Add":
+            (bias,) = [i for i in following[0].input if i != output] or [""]
+            if constants.get(bias) == constants.get(b, ())[1:]:  # added in the same pass over the output
+                inputs.append(bias)
+                output = following[0].output[0]
+                dropped.add(id(following[0]))
+        kept.append(
+            helper.make_node(
+                "MatMulIntegerToFloat", inputs, [output], name=product.name, domain="com.microsoft"
+            )
+        )
+        dropped.update((id(product), id(cast), id(rescale)))
+        if len(consumers[scales.output[0]]) == 1:
+            dropped.add(id(scales))
+    pending = [n for n in nodes if id(n) not in dropped] + kept
+    produced = {name for n in pending for name in n.output}
+    available = {""} | set(constants) | {name for n in pending for name in n.input if name not in produced}
+    ordered: list[Any] = []
+    while pending:
+        ready = [n for n in pending if all(name in available for name in n.input)]
+        if not ready:
+            raise ModelFormatError("the int8 graph has a cycle after fusing its products")
+        ordered += ready
+        available.update(name for n in ready for name in n.output)
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    return ordered
 
 
 def fp32_products(onnx_path: Path, keep: Callable[[str], bool]) -> list[str]:
@@ -527,7 +679,7 @@ def int8_weights_warning(directory: Path, flags: set[str] | None = None) -> str 
     on a CPU that multiplies them exactly, now on one whose uint8 × int8 product can saturate. (int8
     weights chosen on such a CPU passed the export's gate through that kernel: no warning.)"""
     record = read_quantization_record(directory)
-    if record is None or record.get("recipe") != "smoothed-dynamic":
+    if record is None or record.get("recipe") not in SMOOTHED_RECIPES:
         return None
     weights = record.get("weights", "int8")
     exported_on = record.get("cpu_flags")
