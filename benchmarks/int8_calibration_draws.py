@@ -10,7 +10,9 @@ to choose recipe settings on), its SST-2 dev accuracy against fp32's, and its ag
 1,000 long train sentences (15+ words); each agreement is the worse of batches of 32 and one text at
 a time. "texts/s" is SST-2 dev in batches, a warm pass. The gates of issue 20 are a dev loss of at
 most 0.3 points and an agreement of at least 99.5 %. ``--fp32-first-layers 0,1`` measures the recipes
-as shipped and with their first layer in fp32 on the same draws; ``--recipes`` picks the recipes.
+as shipped and with their first layer in fp32 on the same draws, ``--second-ffn fp32,blockwise``
+with the second feed-forward projections in fp32 (as shipped) and as blockwise int8; ``--recipes``
+picks the recipes.
 First it prints the share of each set's texts whose fp32 logit margin is under 0.5: the labels int8
 can flip, far fewer on training sentences than on dev, which is why agreement on training text reads
 high.
@@ -41,6 +43,11 @@ def main() -> None:
     )
     parser.add_argument("--draws", type=int, default=5, help="random draws per size (seeds 0, 1, ...)")
     parser.add_argument("--weights", choices=("int8", "uint8"), default="int8", help="weight type")
+    parser.add_argument(
+        "--second-ffn",
+        default="fp32",
+        help="how the second feed-forward projections run (fp32, blockwise), comma-separated variants",
+    )
     parser.add_argument(
         "--recipes",
         default="smoothed-dynamic,smoothed-static",
@@ -83,7 +90,9 @@ def main() -> None:
     held_out = [pool[i] for i in order[:3000]]
     pool = [pool[i] for i in order[3000:]]
     held_out_reference = labels(fp32, held_out)
-    variants = [int(v) for v in args.fp32_first_layers.split(",")]
+    variants = [
+        (int(v), ffn) for v in args.fp32_first_layers.split(",") for ffn in args.second_ffn.split(",")
+    ]
     base = 100 * float(np.mean(reference == gold))
     print(f"model: {fp32.model_dir}; fp32 dev accuracy {base:.2f} %; {args.weights} weights")
     # Labels near the boundary are the ones int8 can flip: a set with few of them reads high.
@@ -96,7 +105,8 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown recipe {sorted(unknown)[0]!r}: smoothed-dynamic or smoothed-static")
     print(
-        f"{'recipe':>17}{'fit texts':>10}{'draw':>6}{'fp32 first':>11}{'agree held-out':>16}{'dev acc':>9}"
+        f"{'recipe':>17}{'fit texts':>10}{'draw':>6}{'fp32 first':>11}{'2nd ffn':>10}{'agree held-out':>16}"
+        f"{'dev acc':>9}"
         f"{'drop pt':>9}{'agree dev':>11}{'agree long':>12}{'texts/s':>9}  gates"
     )
 
@@ -108,7 +118,7 @@ def main() -> None:
 
     keys = [(recipe, v) for v in variants for recipe in recipes]
     passed = dict.fromkeys(keys, 0)
-    worst_held_out: dict[tuple[str, int], list[float]] = {key: [] for key in keys}
+    worst_held_out: dict[tuple[str, tuple[int, str]], list[float]] = {key: [] for key in keys}
     total = 0
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "plain"
@@ -119,7 +129,8 @@ def main() -> None:
                 fit = fp32.tokenizer.encode([pool[i] for i in rng.choice(len(pool), size, replace=False)])
                 total += 1
                 for variant in variants:
-                    dynamic = Path(tmp) / f"draw-{size}-{seed}-{variant}"
+                    first_layers, second_ffn = variant
+                    dynamic = Path(tmp) / f"draw-{size}-{seed}-{first_layers}-{second_ffn}"
                     shutil.copytree(plain, dynamic)
                     write_smoothed_int8(
                         fp32.model_dir,
@@ -127,7 +138,8 @@ def main() -> None:
                         fit,
                         pad_id=fp32.tokenizer.pad_id,
                         weight_type=args.weights,
-                        fp32_first_layers=variant,
+                        fp32_first_layers=first_layers,
+                        second_ffn=second_ffn,
                     )
                     for recipe in recipes:
                         directory = dynamic
@@ -152,7 +164,8 @@ def main() -> None:
                         passed[recipe, variant] += ok
                         worst_held_out[recipe, variant].append(agree_held_out)
                         print(
-                            f"{recipe:>17}{size:>10}{seed:>6}{variant:>11}{agree_held_out:>15.2f}%"
+                            f"{recipe:>17}{size:>10}{seed:>6}{first_layers:>11}{second_ffn:>10}"
+                            f"{agree_held_out:>15.2f}%"
                             f"{accuracy:>8.2f}%{base - accuracy:>9.2f}{agree_dev:>10.2f}%"
                             f"{agree_long:>11.2f}%{rate:>9.1f}  {'pass' if ok else 'FAIL'}",
                             flush=True,
@@ -162,7 +175,8 @@ def main() -> None:
     for recipe, variant in keys if total else ():
         held = worst_held_out[recipe, variant]
         print(
-            f"{recipe}, fp32 first layers {variant}: held-out agreement mean {np.mean(held):.3f} %"
+            f"{recipe}, fp32 first layers {variant[0]}, second ffn {variant[1]}: held-out agreement mean"
+            f" {np.mean(held):.3f} %"
             f" (min {min(held):.2f} %); "
             f"{passed[recipe, variant]} of {total} draws pass the dev and long gates"
         )

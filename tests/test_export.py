@@ -217,6 +217,16 @@ def test_smoothed_int8_keeps_the_head_and_second_projections_in_fp32(
     assert len(first) == len(quantized) - 5 and not [n for n in first if "/layer.0/" in n]
     with pytest.raises(ValueError, match="fp32_first_layers"):
         onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "g.onnx", ids, fp32_first_layers=-1)
+    # Asked to, the full-width second projections run as blockwise int8; the one-row last stays fp32.
+    path = onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "b.onnx", ids, second_ffn="blockwise")
+    graph = onnx.load(str(path)).graph
+    blockwise = [n.name for n in graph.node if n.op_type == "MatMulNBits"]
+    assert len(blockwise) == layers - 1 and all("/lin2/" in n for n in blockwise)
+    assert len([n for n in graph.node if n.op_type == "MatMulInteger"]) == len(quantized)
+    fp32 = [n.name for n in graph.node if n.op_type == "MatMul" and "/lin2/" in n.name]
+    assert len(fp32) == 1 and not fp32[0].startswith("/distilbert/")
+    with pytest.raises(ValueError, match="second_ffn"):
+        onnx_export.write_smoothed_int8(tiny_model_dir, tmp_path / "h.onnx", ids, second_ffn="int4")
 
 
 def matmul_integer_weight_types(path: Path) -> set[int]:

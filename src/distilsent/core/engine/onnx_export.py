@@ -205,12 +205,19 @@ def scratch_cwd() -> Iterator[None]:
             os.chdir(previous)
 
 
-def quantize_blockwise(fp32_path: Path, int8_path: Path, *, block_size: int = INT8_BLOCK) -> Path:
+def quantize_blockwise(
+    fp32_path: Path,
+    int8_path: Path,
+    *,
+    block_size: int = INT8_BLOCK,
+    only: Callable[[str], bool] | None = None,
+) -> Path:
     """int8 weights with a scale per ``block_size`` inputs, multiplied in int8 (ORT's ``MatMulNBits``).
 
     Activations are quantized per token and block at run time rather than with one scale per
     batch, so a text's logits do not depend on the other texts in its batch, and the LayerNorm
-    outlier channels that made dynamic int8 keep the attention in fp32 cost little.
+    outlier channels that made dynamic int8 keep the attention in fp32 cost little. ``only``, where
+    given, picks the matrix products to quantize by node name; the rest stay as they are.
     """
     _require_onnx()
     import onnx
@@ -228,13 +235,16 @@ def quantize_blockwise(fp32_path: Path, int8_path: Path, *, block_size: int = IN
         root.setLevel(level)
     logging.getLogger(MatMulNBitsQuantizer.__module__).setLevel(logging.WARNING)
 
+    model = onnx.load(str(fp32_path))
+    others = [n.name for n in model.graph.node if only is not None and not only(n.name)]
     quantizer = MatMulNBitsQuantizer(
-        onnx.load(str(fp32_path)),
+        model,
         bits=8,
         block_size=block_size,
         is_symmetric=True,
         accuracy_level=4,  # int8 × int8 products; the default (0) dequantizes and multiplies in fp32
         op_types_to_quantize=("MatMul",),
+        nodes_to_exclude=others,
     )
     quantizer.process()
     quantizer.model.save_model_to_file(str(int8_path), use_external_data_format=False)
@@ -416,6 +426,7 @@ def write_smoothed_int8(
     weight_type: str | None = None,
     fp32_first_layers: int = 0,
     static: bool = False,
+    second_ffn: str = "fp32",
 ) -> Path:
     """distilsent's fast int8: dynamic per-channel int8 of a smoothed export, the second feed-forward
     projection (its input, a GELU output, has outliers smoothing does not tame) and the last layer's
@@ -434,11 +445,24 @@ def write_smoothed_int8(
     (``benchmarks/int8_calibration_draws.py --fp32-first-layers 0,1``), so the default is none.
     ``static`` fixes each activation's int8 scale on the ``calibration`` texts instead of measuring
     it per batch (:func:`freeze_activation_scales`): the ``smoothed-static`` recipe.
+    ``second_ffn="blockwise"`` runs the second feed-forward projections (but the last layer's
+    one-row one) as blockwise int8 (:func:`quantize_blockwise`, activations scaled per token and
+    block, which copes with GELU's outliers) instead of fp32; measured, not the default
+    (``benchmarks/int8_calibration_draws.py --second-ffn fp32,blockwise``).
     """
     if fp32_first_layers < 0:
         raise ValueError(f"fp32_first_layers must be 0 or more, not {fp32_first_layers}")
+    if second_ffn not in ("fp32", "blockwise"):
+        raise ValueError(f"second_ffn must be 'fp32' or 'blockwise', not {second_ffn!r}")
     with tempfile.TemporaryDirectory() as tmp:
         smoothed = export_smoothed(model_dir, Path(tmp), calibration, pad_id=pad_id, opset=opset)
+        if second_ffn == "blockwise":
+            # Only the full-width ones: the last layer's runs on [CLS] alone and costs little.
+            smoothed = quantize_blockwise(
+                smoothed,
+                Path(tmp) / "second-ffn.onnx",
+                only=lambda name: "/lin2/" in name and name.startswith("/distilbert/"),
+            )
         keep = fp32_products(smoothed, lambda name: _keeps_fp32(name, fp32_first_layers))
         weights = weight_type or int8_weight_type()[0]
         quantize_dynamic_int8(smoothed, int8_path, exclude=keep, weight_type=weights)
