@@ -81,7 +81,8 @@ class ExportConfig(Config):
     the CPU has VNNI/AMX, needs ``calibration``), 'smoothed-static' (the same with each activation's
     int8 scale fixed on ``calibration``: batch-independent, no range pass at run time), or 'auto':
     with ``calibration``, build all three and keep the fastest of those that agree with fp32 on at
-    least ``min_agreement``; without, 'blockwise'."""
+    least ``min_agreement`` (or a batch-independent one at most ``BATCH_INDEPENDENCE_WORTH``
+    slower); without, 'blockwise'."""
     calibration: str | None = None
     """In-domain texts (TSV/CSV/JSONL/Parquet with a text column; labels ignored), a few hundred or
     more: every other text sets the smoothing scales, the rest measure agreement and speed. Not the
