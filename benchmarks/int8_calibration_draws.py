@@ -131,6 +131,7 @@ def main() -> None:
                 for variant in variants:
                     first_layers, second_ffn = variant
                     dynamic = Path(tmp) / f"draw-{size}-{seed}-{first_layers}-{second_ffn}"
+                    static = dynamic.with_name(dynamic.name + "-static")
                     shutil.copytree(plain, dynamic)
                     write_smoothed_int8(
                         fp32.model_dir,
@@ -145,7 +146,7 @@ def main() -> None:
                         directory = dynamic
                         if recipe == "smoothed-static":
                             # The same smoothed weights, each activation's scale fixed on the same draw.
-                            directory = dynamic.with_name(dynamic.name + "-static")
+                            directory = static
                             shutil.copytree(dynamic, directory)
                             freeze_activation_scales(directory / INT8_FILE, fit, pad_id=fp32.tokenizer.pad_id)
                         clf = distilsent.load(directory, backend="onnx-int8", device="cpu")
@@ -171,7 +172,7 @@ def main() -> None:
                             flush=True,
                         )
                     shutil.rmtree(dynamic)
-                    shutil.rmtree(dynamic.with_name(dynamic.name + "-static"), ignore_errors=True)
+                    shutil.rmtree(static, ignore_errors=True)
     for recipe, variant in keys if total else ():
         held = worst_held_out[recipe, variant]
         print(

@@ -295,10 +295,8 @@ def smoothing_scales(
     hooks = [group[0].register_forward_pre_hook(observe(name)) for name, group in groups.items()]
     try:
         with torch.inference_mode():
-            tokens = TokenBatch.from_lists(calibration)
-            for start in range(0, len(tokens), 32):
-                rows = np.arange(start, min(start + 32, len(tokens)))
-                ids, mask = (torch.from_numpy(a) for a in tokens.padded(rows, pad_id))
+            for batch in _calibration_batches(calibration, pad_id):
+                ids, mask = (torch.from_numpy(a) for a in batch)
                 current_mask[:] = [mask]
                 model(input_ids=ids, attention_mask=mask)
     finally:
@@ -535,10 +533,8 @@ def _activation_ranges(
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     low = dict.fromkeys(names, np.inf)
     high = dict.fromkeys(names, -np.inf)
-    tokens = TokenBatch.from_lists(calibration)
-    for start in range(0, len(tokens), 32):
-        ids, mask = tokens.padded(np.arange(start, min(start + 32, len(tokens))), pad_id)
-        feed = {"input_ids": ids.astype(np.int64), "attention_mask": mask.astype(np.int64)}
+    for ids, mask in _calibration_batches(calibration, pad_id):
+        feed = {"input_ids": ids, "attention_mask": mask}
         for name, value in zip(names, session.run(names, feed), strict=True):
             rows = value.reshape(-1, value.shape[-1])
             if len(rows) == mask.size:  # one row per token: padding rows would set ranges no text needs
@@ -548,12 +544,22 @@ def _activation_ranges(
     return {name: (low[name], high[name]) for name in names}
 
 
+def _calibration_batches(
+    calibration: list[list[int]], pad_id: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(input_ids, attention_mask)`` of the calibration token ids, right-padded, 32 texts at a time."""
+    tokens = TokenBatch.from_lists(calibration)
+    for start in range(0, len(tokens), 32):
+        yield tokens.padded(np.arange(start, min(start + 32, len(tokens))), pad_id)
+
+
 def _fuse_integer_products(
     nodes: list[Any], constants: dict[str, tuple[int, ...]], activation_scales: set[str]
 ) -> list[Any]:
     """``nodes`` with each ``MatMulInteger -> Cast -> Mul(Mul(activation scale, weight scale))`` chain,
-    and the bias ``Add`` after it where there is one, as one ``MatMulIntegerToFloat``, in an order
-    that runs. ``constants``: the initializers' shapes."""
+    and the bias ``Add`` after it where there is one, as one ``MatMulIntegerToFloat`` in the
+    product's place: every other input of the fused node (scales, zero points, bias) is a constant
+    by then, so the order still runs. ``constants``: the initializers' shapes."""
     from onnx import helper
 
     consumers: dict[str, list[Any]] = {}
@@ -562,7 +568,7 @@ def _fuse_integer_products(
             consumers.setdefault(name, []).append(node)
     producer = {out: node for node in nodes for out in node.output}
     dropped: set[int] = set()
-    kept = []
+    fused: dict[int, Any] = {}
     for product in (n for n in nodes if n.op_type == "MatMulInteger"):
         cast = consumers[product.output[0]][0]
         rescale = consumers.get(cast.output[0], [None])[0]
@@ -591,27 +597,13 @@ def _fuse_integer_products(
                 inputs.append(bias)
                 output = following[0].output[0]
                 dropped.add(id(following[0]))
-        kept.append(
-            helper.make_node(
-                "MatMulIntegerToFloat", inputs, [output], name=product.name, domain="com.microsoft"
-            )
+        fused[id(product)] = helper.make_node(
+            "MatMulIntegerToFloat", inputs, [output], name=product.name, domain="com.microsoft"
         )
-        dropped.update((id(product), id(cast), id(rescale)))
+        dropped.update((id(cast), id(rescale)))
         if len(consumers[scales.output[0]]) == 1:
             dropped.add(id(scales))
-    pending = [n for n in nodes if id(n) not in dropped] + kept
-    produced = {name for n in pending for name in n.output}
-    available = {""} | set(constants) | {name for n in pending for name in n.input if name not in produced}
-    ordered: list[Any] = []
-    while pending:
-        ready = [n for n in pending if all(name in available for name in n.input)]
-        if not ready:
-            raise ModelFormatError("the int8 graph has a cycle after fusing its products")
-        ordered += ready
-        available.update(name for n in ready for name in n.output)
-        done = {id(n) for n in ready}
-        pending = [n for n in pending if id(n) not in done]
-    return ordered
+    return [fused.get(id(n), n) for n in nodes if id(n) not in dropped]
 
 
 def fp32_products(onnx_path: Path, keep: Callable[[str], bool]) -> list[str]:
