@@ -336,26 +336,31 @@ def test_smoothed_export_records_its_weights_and_warns_on_a_cpu_that_would_satur
         clf = distilsent.load(out, backend="onnx-int8", device="cpu")
     assert "int8 weights" in caplog.text and "re-export" in caplog.text
     assert "saturate" in clf.info()["dtype_reason"]
-    # Re-exported there: uint8 weights, and int8 ones measured through the kernel that saturates.
+    # Re-exported there: uint8 weights for every smoothed recipe, and only those (int8 weights through
+    # the kernel that saturates passed the held-out gate yet lost dev points on a real AVX2 CPU).
     capsys.readouterr()
-    assert main(argv) == 0
+    auto = [a if a != "smoothed-dynamic" else "auto" for a in argv]
+    assert main(auto) == 0
     printed = capsys.readouterr().out
-    assert "int8 smoothed-dynamic, uint8 weights" in printed and "int8 smoothed-dynamic " in printed
+    assert "int8 smoothed-dynamic, uint8 weights" in printed
+    assert "int8 smoothed-static, uint8 weights" in printed
+    rows = [line for line in printed.splitlines() if " agrees with fp32 " in line]
+    assert len(rows) == 3 and len({row.index(" agrees ") for row in rows}) == 1  # one column
     record = json.loads((out / onnx_export.QUANTIZATION_FILE).read_text())
-    assert sorted(c["weights"] for c in record["candidates"]) == ["int8", "uint8"]
-    fastest = max(record["candidates"], key=lambda c: c["texts_per_second"])
-    assert record["weights"] == fastest["weights"] and record["weights_why"]
-    expected = {"int8": TensorProto.INT8, "uint8": TensorProto.UINT8}[record["weights"]]
-    assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {expected}
-    assert onnx_export.int8_weights_warning(out) is None  # measured here, whichever it is
+    assert [c["weights"] for c in record["candidates"]] == [None, "uint8", "uint8"]
+    if record["recipe"] != "blockwise":
+        assert record["weights"] == "uint8" and "saturate" in record["weights_why"]
+        assert matmul_integer_weight_types(out / onnx_export.INT8_FILE) == {TensorProto.UINT8}
+    assert onnx_export.int8_weights_warning(out) is None
 
 
-def test_int8_weights_warning_names_only_exports_from_cpus_that_multiply_exactly(tmp_path: Path) -> None:
+def test_int8_weights_warning_names_smoothed_int8_weights_on_a_cpu_that_saturates(tmp_path: Path) -> None:
     avx2 = {"avx2", "fma"}
     cases = [
         ({"recipe": "smoothed-dynamic", "weights": "int8", "cpu_flags": ["avx2", "avx512_vnni"]}, True),
         ({"recipe": "smoothed-dynamic"}, True),  # recorded before weights were: int8, origin unknown
-        ({"recipe": "smoothed-dynamic", "weights": "int8", "cpu_flags": ["avx2", "fma"]}, False),
+        # int8 weights exported on an AVX2-only CPU too: its gate passed them, dev did not
+        ({"recipe": "smoothed-dynamic", "weights": "int8", "cpu_flags": ["avx2", "fma"]}, True),
         ({"recipe": "smoothed-dynamic", "weights": "uint8", "cpu_flags": ["avx2", "amx_int8"]}, False),
         ({"recipe": "smoothed-static", "weights": "int8", "cpu_flags": ["avx2", "amx_int8"]}, True),
         ({"recipe": "blockwise", "cpu_flags": ["avx2", "amx_int8"]}, False),

@@ -38,12 +38,15 @@ def test_row_buckets_are_few_and_waste_at_most_an_eighth() -> None:
     assert len(set(sizes)) <= 65
 
 
-def test_packed_forward_matches_transformers_in_fp32(tiny_model_dir: Path) -> None:
+@pytest.mark.parametrize("prepack", [True, False])
+def test_packed_forward_matches_transformers_in_fp32(tiny_model_dir: Path, prepack: bool) -> None:
     model = _model(tiny_model_dir)
     ids, mask = _batch([3, 17, 9, 1, 40, 2, 40], model.config.vocab_size)
     with torch.inference_mode():
         want = model(input_ids=ids, attention_mask=mask).logits
-    got = PackedDistilBert(model)(ids, mask)
+    forward = PackedDistilBert(model, prepack=prepack)
+    assert forward.prepacked is prepack
+    got = forward(ids, mask)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -69,22 +72,50 @@ def test_one_sequence_and_a_full_batch_without_padding(tiny_model_dir: Path) -> 
 
 
 @pytest.mark.parametrize("prepack", [True, False])
-def test_bf16_stays_close_to_fp32(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, prepack: bool
-) -> None:
-    if not prepack:
-        monkeypatch.setattr(packed, "_prepack_works", lambda: False)
+def test_bf16_stays_close_to_fp32(tiny_model_dir: Path, prepack: bool) -> None:
     fp32, bf16 = _model(tiny_model_dir), _model(tiny_model_dir, torch.bfloat16)
     ids, mask = _batch([4, 12, 30, 7] * 8, fp32.config.vocab_size, seed=3)
     with torch.inference_mode():
         want = fp32(input_ids=ids, attention_mask=mask).logits
         theirs = bf16(input_ids=ids, attention_mask=mask).logits.float()
-    forward = PackedDistilBert(bf16)
-    if not prepack:
-        assert not forward.prepacked
+    if prepack and not packed._prepack_works(torch.bfloat16):
+        # An AVX2-only CPU has no packed bf16 product: asking for one is an error, not a slow path.
+        with pytest.raises(ValueError, match="unavailable on this CPU"):
+            PackedDistilBert(bf16, prepack=True)
+        return
+    forward = PackedDistilBert(bf16, prepack=prepack)
     got = forward(ids, mask).float()
     # bf16 keeps 8 bits of mantissa: our error against fp32 is of the size of transformers' own.
     assert (got - want).abs().max() <= 2 * (theirs - want).abs().max() + 0.05
+
+
+def test_prepacking_is_decided_per_dtype(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fp32, bf16 = _model(tiny_model_dir), _model(tiny_model_dir, torch.bfloat16)
+    assert PackedDistilBert(bf16).prepacked == packed._prepack_works(torch.bfloat16)
+    # fp32 packs only where the packed product beats F.linear on this CPU (seconds: packed, plain).
+    monkeypatch.setattr(packed, "_prepack_works", lambda dtype: True)
+    monkeypatch.setattr(packed, "_time_products", lambda layer, activation: (0.001, 0.002))
+    faster = PackedDistilBert(fp32)
+    assert faster.prepacked and "packed 1.00 ms against plain 2.00 ms" in faster.prepack_reason
+    monkeypatch.setattr(packed, "_time_products", lambda layer, activation: (0.002, 0.001))
+    slower = PackedDistilBert(fp32)
+    assert not slower.prepacked and "packed 2.00 ms" in slower.prepack_reason
+    monkeypatch.setattr(packed, "_prepack_works", lambda dtype: False)
+    for model in (fp32, bf16):
+        forward = PackedDistilBert(model)
+        assert not forward.prepacked and "unavailable" in forward.prepack_reason
+    # Products given by the caller are never replaced.
+    plain = PackedDistilBert(
+        fp32, make_linear=lambda name, w, b: lambda x: torch.nn.functional.linear(x, w, b)
+    )
+    assert not plain.prepacked
+
+
+def test_timing_probe_measures_both_products(tiny_model_dir: Path) -> None:
+    if not packed._prepack_works(torch.float32):
+        pytest.skip("this torch has no oneDNN packed fp32 product")
+    block = _model(tiny_model_dir).distilbert.transformer.layer[0]
+    assert all(0 < t < 1 for t in packed._time_products(block, "gelu"))
 
 
 def test_make_linear_builds_every_product_by_name(tiny_model_dir: Path) -> None:

@@ -321,12 +321,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             f"fp32 margin under {NEAR_MARGIN} on {result.near_boundary:.2f} % of held-out calibration texts: "
             "the labels int8 could flip (the fewer, the less the agreement below says)"
         )
+    width = max([17] + [len(c.label) for c in result.candidates])
     for c in result.candidates:
         chosen = (c.recipe, c.weights) == (result.recipe, result.weights)
         verdict = "chosen" if chosen else ("passed" if c.passed else "refused")
         print(
-            f"int8 {c.label:<17} agrees with fp32 on {c.agreement:6.2f} % of held-out calibration texts, "
-            f"{c.texts_per_second:7.1f} texts/s: {verdict}"
+            f"int8 {c.label:<{width}} agrees with fp32 on {c.agreement:6.2f} % of held-out "
+            f"calibration texts, {c.texts_per_second:7.1f} texts/s: {verdict}"
         )
     if result.int8_path is not None:
         weights = "" if result.weights in (None, "int8") else f", {result.weights} weights"

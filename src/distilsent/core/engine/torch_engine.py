@@ -94,8 +94,14 @@ class TorchEngine:
         self.forward = "transformers"
         if self._device.type == "cpu" and packable(self.model):
             self._packed = PackedDistilBert(self.model)
-            self.forward = "packed: no padding in matrix products, [CLS]-only last layer" + (
-                ", oneDNN-packed bf16 weights" if self._packed.prepacked else ""
+            self.forward = (
+                "packed: no padding in matrix products, [CLS]-only last layer, "
+                + (
+                    "oneDNN-packed weights with GELU and residual sums inside the products"
+                    if self._packed.prepacked
+                    else "plain products"
+                )
+                + f" ({self._packed.prepack_reason})"
             )
 
     def num_parameters(self) -> int:
