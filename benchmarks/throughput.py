@@ -230,7 +230,7 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
         if isinstance(options, str):
             directory = smoothed_int8(model, Path(tempfile.mkdtemp()), options)
             ours = distilsent.load(directory, backend="onnx-int8", device="cpu")
-            # An AVX2-only CPU's export measures uint8 weights too and keeps the faster that passes.
+            # On a CPU without VNNI/AMX the export gives the smoothed recipes uint8 weights.
             weights = (read_quantization_record(directory) or {}).get("weights", "int8")
             row += "" if weights == "int8" else f", {weights} weights"
         else:

@@ -92,7 +92,7 @@ def test_bf16_stays_close_to_fp32(tiny_model_dir: Path, prepack: bool) -> None:
 def test_prepacking_is_decided_per_dtype(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fp32, bf16 = _model(tiny_model_dir), _model(tiny_model_dir, torch.bfloat16)
     assert PackedDistilBert(bf16).prepacked == packed._prepack_works(torch.bfloat16)
-    # fp32 packs only where the packed product beats F.linear on this CPU (seconds: packed, plain).
+    # fp32 packs only where the packed products beat the plain ones here (seconds: packed, plain).
     monkeypatch.setattr(packed, "_prepack_works", lambda dtype: True)
     monkeypatch.setattr(packed, "_time_products", lambda layer, activation: (0.001, 0.002))
     faster = PackedDistilBert(fp32)

@@ -80,7 +80,6 @@ class PackedDistilBert:
         self.heads = config.n_heads
         self.dim = config.dim
         self.head_dim = config.dim // config.n_heads
-        self.activation = F.gelu if config.activation == "gelu" else F.relu
         body = model.distilbert
         self.word = body.embeddings.word_embeddings.weight
         self.position = body.embeddings.position_embeddings.weight
@@ -102,7 +101,7 @@ class PackedDistilBert:
         if self.prepacked:
             build = _Prepacked(config.activation)
         else:
-            build = _Composed(make_linear or _linear, self.activation)
+            build = _Composed(make_linear or _linear, config.activation)
 
         self.layers = []
         with torch.no_grad():
@@ -189,14 +188,13 @@ Residual = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class _Composed:
-    """Each product from ``make_linear``, with its activation or residual sum as a separate op."""
+    """Each product from ``make_linear``, with its activation (``config.activation``: ``"gelu"`` or
+    ``"relu"``) or residual sum as a separate op."""
 
     def __init__(
-        self,
-        make_linear: Callable[[str, torch.Tensor, torch.Tensor | None], Linear],
-        activation: Linear,
+        self, make_linear: Callable[[str, torch.Tensor, torch.Tensor | None], Linear], activation: str
     ) -> None:
-        self.linear, self.act = make_linear, activation
+        self.linear, self.act = make_linear, F.gelu if activation == "gelu" else F.relu
 
     def activated(self, name: str, weight: torch.Tensor, bias: torch.Tensor | None) -> Linear:
         product = self.linear(name, weight, bias)
@@ -256,9 +254,10 @@ def _time_products(layer: torch.nn.Module, activation: str) -> tuple[float, floa
     """Fastest seconds of a block's four products on ``_PROBE_ROWS`` rows, packed and plain, in
     alternating runs. The fastest, not the median: with another process on a 2-core machine the
     median once read 34 against 86 ms and chose the forward that was 17 % slower unloaded."""
-    act = F.gelu if activation == "gelu" else F.relu
     with torch.no_grad():
-        builds = [_layer_products(b, 0, layer) for b in (_Prepacked(activation), _Composed(_linear, act))]
+        builds = [
+            _layer_products(b, 0, layer) for b in (_Prepacked(activation), _Composed(_linear, activation))
+        ]
     x = torch.randn(_PROBE_ROWS, layer.ffn.lin1.in_features, generator=torch.Generator().manual_seed(0))
     x = x.to(layer.ffn.lin1.weight.dtype)
 
