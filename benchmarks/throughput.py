@@ -9,7 +9,9 @@ train sentences (15+ words, none of them the smoothed int8 recipe's calibration 
 gate of a faster path, each the worse of the classifier's batches and one text at a time.
 "texts/s" is a warm second pass over the texts, "1st pass" the one before it (per-shape kernel
 compilation included). "of fp32 peak" is the share of this machine's measured fp32 GEMM rate: bf16
-and int8 rows can exceed it.
+and int8 rows can exceed it. "gates" says whether a faster row kept issue 20's accuracy gates, and
+the lines after the tables hold issue 20's speed targets for this kind of CPU against the rows that
+kept them (the other kinds' targets are listed as not binding here).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
@@ -195,9 +198,114 @@ BACKENDS = {
 }
 
 
-def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[object, list[tuple]]:
-    """(classifier, rows of (engine, 1st pass, texts/s, p50 ms, p99 ms, dev accuracy, dev agreement,
-    long agreement, [CLS]-only)) for one model.
+class Row(NamedTuple):
+    """One engine's figures for one model; the quality fields are ``None`` for the pipeline rows."""
+
+    name: str
+    first: float
+    """Texts/s of the first pass."""
+    tps: float
+    """Texts/s of the warm pass."""
+    p50: float
+    p99: float
+    accuracy: float | None
+    """SST-2 dev accuracy, percent."""
+    agreement: float | None
+    """Percent of dev labels equal to the torch fp32 row's, the worse of batches and single texts."""
+    long_agreement: float | None
+    """The same on long train sentences."""
+    cls_only: bool
+    """Whether the last layer runs for [CLS] alone (the FLOPs the roofline counts)."""
+
+
+MAX_DEV_LOSS = 0.3
+"""Issue 20's gate for a faster path: at most this many SST-2 dev accuracy points below torch fp32."""
+MIN_AGREEMENT = 99.5
+"""Issue 20's gate: at least this percent of labels equal to torch fp32's, on dev and on long texts."""
+REFERENCE_ROW = "distilsent torch fp32"
+
+
+def gate(row: Row, fp32_accuracy: float) -> str:
+    """'pass' where ``row`` kept issue 20's accuracy gates against torch fp32 (dev accuracy
+    ``fp32_accuracy``; agreement is already with its labels), else 'FAIL' and what it missed; '' for
+    rows without accuracy (the pipeline) and for the torch fp32 row itself."""
+    if row.accuracy is None or row.name == REFERENCE_ROW:
+        return ""
+    missed = []
+    # the table's two decimals decide, as a reader would subtract them
+    loss = round(round(fp32_accuracy, 2) - round(row.accuracy, 2), 2)
+    if loss > MAX_DEV_LOSS:
+        missed.append(f"dev -{loss:.2f} pt")
+    if round(row.agreement, 2) < MIN_AGREEMENT:
+        missed.append(f"agree dev {row.agreement:.2f}%")
+    if round(row.long_agreement, 2) < MIN_AGREEMENT:
+        missed.append(f"agree long {row.long_agreement:.2f}%")
+    return "FAIL " + ", ".join(missed) if missed else "pass"
+
+
+class Target(NamedTuple):
+    """One of issue 20's speed targets."""
+
+    machine: str
+    """The CPU kind it binds, as :func:`machine_kind` names it."""
+    model: str
+    """'default' or 'base-random', as ``--model`` names it."""
+    measure: str
+    """'ratio' (texts/s against the pipeline at batch 32) or 'p50' (single-text ms)."""
+    bound: float
+    int8_only: bool = False
+    """Only the int8 rows count."""
+
+
+TARGETS = (
+    Target("amx", "base-random", "ratio", 4.0),
+    Target("amx", "default", "ratio", 12.0),
+    Target("amx", "default", "p50", 3.0),
+    Target("avx2-only", "base-random", "ratio", 3.0, int8_only=True),
+)
+
+
+def machine_kind(flags: set[str]) -> str:
+    """'amx', 'avx2-only' (no AVX-512, no VNNI), or 'other': the CPU kinds issue 20 sets targets for."""
+    if flags & {"amx_bf16", "amx_int8"}:
+        return "amx"
+    if "avx2" in flags and not flags & {"avx512f", "avx512_vnni", "avx_vnni"}:
+        return "avx2-only"
+    return "other"
+
+
+def target_lines(kind: str, results: dict[str, tuple[list[Row], float]]) -> list[str]:
+    """Each target against the best row that kept the gates, for the models measured (``results``:
+    by ``--model`` name, the rows and torch fp32's dev accuracy); targets of other CPU kinds say they
+    do not bind here."""
+    lines = []
+    for target in TARGETS:
+        if target.model not in results:
+            continue
+        rows, fp32_accuracy = results[target.model]
+        baseline = rows[1].tps  # the pipeline at batch 32
+        kept = [r for r in rows if r.accuracy is not None and gate(r, fp32_accuracy) in ("", "pass")]
+        kept = [r for r in kept if "int8" in r.name] if target.int8_only else kept
+        what = "int8" if target.int8_only else "best backend"
+        if target.measure == "ratio":
+            label = f"{what} >= {target.bound:g}x the pipeline b32 on {target.model}"
+            best = max(kept, key=lambda r: r.tps, default=None)
+            value = None if best is None else best.tps / baseline
+            met = value is not None and value >= target.bound
+            shown = "" if best is None else f"{value:.2f}x ({best.name})"
+        else:
+            label = f"single-text p50 <= {target.bound:g} ms on {target.model}"
+            best = min(kept, key=lambda r: r.p50, default=None)
+            met = best is not None and best.p50 <= target.bound
+            shown = "" if best is None else f"{best.p50:.2f} ms ({best.name})"
+        verdict = ("met" if met else "NOT met") if target.machine == kind else "does not bind this CPU"
+        lines.append(f"issue 20, {target.machine}: {label}: {shown or 'no row kept the gates'}: {verdict}")
+    return lines
+
+
+def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[object, list[Row], float]:
+    """The torch fp32 classifier, one :class:`Row` per engine, and torch fp32's dev accuracy (percent)
+    for one model.
 
     Agreement is with the labels of the torch fp32 row, on SST-2 dev and on long train sentences."""
     import tempfile
@@ -221,7 +329,7 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
             lambda t, b=batch: pipe(t, batch_size=b, truncation=True, max_length=128), texts
         )
         p50, p99 = latencies_ms(lambda t: pipe(t, truncation=True, max_length=128), texts, args.latency_texts)
-        rows.append((name, first, tps, p50, p99, None, None, None, False))
+        rows.append(Row(name, first, tps, p50, p99, None, None, None, False))
     for name in args.backends.split(","):
         if name not in BACKENDS:
             raise SystemExit(f"unknown backend row {name!r}; choose from {', '.join(BACKENDS)}")
@@ -247,7 +355,7 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
         # The onnx export and the packed torch forward run the last layer for [CLS] alone.
         cls_only = "onnx" in name or getattr(ours.engine, "forward", "").startswith("packed")
         rows.append(
-            (
+            Row(
                 row,
                 first,
                 tps,
@@ -259,7 +367,7 @@ def measure(model: str, texts: list[str], args: argparse.Namespace) -> tuple[obj
                 cls_only,
             )
         )
-    return clf, rows
+    return clf, rows, 100 * float(np.mean(reference == gold))
 
 
 def main() -> None:
@@ -300,17 +408,19 @@ def main() -> None:
     texts = sst2_texts(args.texts, distinct=not args.duplicates)
     peak = gemm_peak_gflops()
     print(cpu_line())
-    kind = "verbatim repeats" if args.duplicates else "distinct"
-    print(
-        f"texts: {len(texts)} SST-2 dev sentences ({kind}); threads: {torch.get_num_threads()}; device: cpu"
-    )
+    repeats = "verbatim repeats" if args.duplicates else "distinct"
+    threads = torch.get_num_threads()
+    print(f"texts: {len(texts)} SST-2 dev sentences ({repeats}); threads: {threads}; device: cpu")
     print(f"measured fp32 GEMM peak: {peak:.1f} GFLOP/s")
     first_baseline = None
-    for model in args.model or ["default"]:
+    results: dict[str, tuple[list[Row], float]] = {}
+    for name in args.model or ["default"]:
+        model = name
         if model == "base-random":
             model = str(base_shaped_model(Path(tempfile.mkdtemp()) / "distilbert-base-random"))
-        clf, rows = measure(model, texts, args)
-        baseline = rows[1][2]  # the pipeline at batch 32, warm
+        clf, rows, fp32_accuracy = measure(model, texts, args)
+        results[name] = rows, fp32_accuracy
+        baseline = rows[1].tps  # the pipeline at batch 32, warm
         first_baseline = first_baseline or baseline
         counts = [len(ids) for ids in clf.tokenizer.encode(texts)]
         flops = flops_per_text(clf.model_config, counts)
@@ -324,17 +434,28 @@ def main() -> None:
         print(
             f"{'engine':<{width}}{'texts/s':>10}{'1st pass':>10}{'vs pipeline b32':>17}{'p50 ms':>9}"
             f"{'p99 ms':>9}{'of fp32 peak':>14}{'vs 1st pipeline b32':>21}{'dev acc':>9}{'agree dev':>12}"
-            f"{'agree long':>12}"
+            f"{'agree long':>12}  gates"
         )
-        for name, first, tps, p50, p99, accuracy, agreement, long_agreement, cls_only in rows:
+        for row in rows:
+            name, first, tps, p50, p99, accuracy, agreement, long_agreement, cls_only = row
             roofline = tps * (cls_flops if cls_only else flops) / 1e9 / peak
             quality = (
-                "" if accuracy is None else f"{accuracy:>8.2f}%{agreement:>11.2f}%{long_agreement:>11.2f}%"
+                ""
+                if accuracy is None
+                else f"{accuracy:>8.2f}%{agreement:>11.2f}%{long_agreement:>11.2f}%  "
+                + gate(row, fp32_accuracy)
             )
             print(
                 f"{name:<{width}}{tps:>10.1f}{first:>10.1f}{tps / baseline:>16.2f}x{p50:>9.2f}{p99:>9.2f}"
-                f"{100 * roofline:>13.0f}%{tps / first_baseline:>20.2f}x{quality}"
+                f"{100 * roofline:>13.0f}%{tps / first_baseline:>20.2f}x{quality}".rstrip()
             )
+
+    from distilsent.core.engine import cpu_flags
+
+    kind = machine_kind(cpu_flags())
+    print(f"\nissue 20's targets (this CPU's kind: {kind}; only rows that kept the gates count):")
+    for line in target_lines(kind, results):
+        print(line)
 
 
 if __name__ == "__main__":
