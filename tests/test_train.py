@@ -378,6 +378,28 @@ def test_kill_then_resume_reaches_the_same_model(
         torch.testing.assert_close(resumed[name], tensor, atol=5e-3, rtol=1e-3, msg=name)
 
 
+@pytest.mark.parametrize("state", ["", '{"global_step": 8, "log_hist'], ids=["empty", "cut short"])
+def test_resume_skips_a_checkpoint_whose_trainer_state_a_kill_cut_short(
+    tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path, caplog, state: str
+) -> None:
+    config = _config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=3, eval_steps=4)
+    train(config)
+    output = Path(config.output)
+    checkpoints = sorted(
+        (output / "checkpoints").glob("checkpoint-*"), key=lambda c: int(c.name.rpartition("-")[2])
+    )
+    assert len(checkpoints) >= 2
+    # What a kill leaves while the Trainer writes the last file of its last checkpoint (not
+    # atomically), before the final model: the file opened, its text not (or not all) written.
+    (output / "model.safetensors").unlink()
+    (checkpoints[-1] / "trainer_state.json").write_text(state)
+    with caplog.at_level("WARNING"):
+        train(config, resume=True)
+    assert f"removing incomplete checkpoint {checkpoints[-1]}" in caplog.text
+    assert (output / "model.safetensors").is_file()
+    assert json.loads((output / "train_metrics.json").read_text())["history"]
+
+
 def test_resume_refuses_changed_settings(tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=1))
     with pytest.raises(ValueError, match="different settings"):

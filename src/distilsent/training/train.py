@@ -470,6 +470,16 @@ def _metrics(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": accuracy(scores, labels), "f1": macro_f1(scores, labels)}
 
 
+def _saved_whole(checkpoint: Path) -> bool:
+    """Whether the Trainer finished saving ``checkpoint``: its trainer state, the last file it
+    writes, is there and parses."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+    except (OSError, ValueError):  # missing, or empty / cut short / garbled (JSONDecodeError)
+        return False
+    return True
+
+
 def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bool) -> bool:
     """Whether to resume; refuses to mix runs or clobber a finished model by accident."""
     saved = output / CONFIG_FILE
@@ -483,10 +493,12 @@ def _check_resume(config: TrainConfig, output: Path, resume: bool, overwrite: bo
                 k: (v, getattr(config, k)) for k, v in previous.to_dict().items() if v != getattr(config, k)
             }
             raise InvalidInputError(f"--resume with different settings than the interrupted run: {diff}")
-        # A kill during a save leaves a checkpoint without its trainer state (written last);
-        # resuming from it would fail, so fall back to the one before.
+        # A kill during a save leaves a checkpoint without its trainer state, which the Trainer
+        # writes last, or with that file empty or cut short (it is not written atomically: a kill
+        # in CI caught one empty, and --resume died on it); resuming from it would fail, so fall
+        # back to the one before.
         for partial in checkpoints.glob("checkpoint-*"):
-            if not (partial / "trainer_state.json").is_file():
+            if not _saved_whole(partial):
                 logger.warning("removing incomplete checkpoint %s", partial)
                 shutil.rmtree(partial)
         return checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
