@@ -553,7 +553,11 @@ def train(
         train_ids = [train_ids[i] for i in kept]
     resuming = _check_resume(config, output, resume, overwrite)
     output.mkdir(parents=True, exist_ok=True)
-    (output / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    # Replaced whole, never rewritten in place: --resume reads it first, and a kill during an
+    # in-place write (every resume rewrites it) would leave it empty and the run unresumable.
+    written = output / (CONFIG_FILE + ".tmp")
+    written.write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    written.replace(output / CONFIG_FILE)
 
     with tempfile.TemporaryDirectory() as tmp:
         init_dir, init_described = _init_dir(config.init, Path(tmp))
