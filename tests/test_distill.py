@@ -245,7 +245,7 @@ def test_select_on_holdout_evaluates_dev_once_at_the_end(
     assert len(result.history) == 3 and metrics["selected_on"] == "holdout"
     assert set(metrics["dev"]) == {"accuracy", "f1", "loss"}
     card = (result.output / "README.md").read_text()
-    assert "held-out training slice" in card and "Dev, evaluated once after selection" in card
+    assert "16 held-out training sentences" in card and "Dev, evaluated once after selection" in card
 
 
 def test_config_validation(tmp_path: Path, tiny_tsv: Path) -> None:

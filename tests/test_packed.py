@@ -44,7 +44,15 @@ def test_packed_forward_matches_transformers_in_fp32(tiny_model_dir: Path, prepa
     ids, mask = _batch([3, 17, 9, 1, 40, 2, 40], model.config.vocab_size)
     with torch.inference_mode():
         want = model(input_ids=ids, attention_mask=mask).logits
-    forward = PackedDistilBert(model, prepack=prepack)
+    try:
+        forward = PackedDistilBert(model, prepack=prepack)
+    except ValueError as e:
+        # A torch build without oneDNN's packed fp32 products refuses them by name, and auto falls
+        # back to the plain products, which must still match.
+        assert prepack and "unavailable" in str(e)
+        forward = PackedDistilBert(model)
+        assert "unavailable" in forward.prepack_reason
+        prepack = False
     assert forward.prepacked is prepack
     got = forward(ids, mask)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

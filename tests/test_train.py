@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from distilsent import DataError, TrainConfig, train
+from distilsent.training.train import split_holdout, split_holdout_sentences
 from helpers import assert_snippet_agrees, kill_then_resume
 
 
@@ -346,6 +347,7 @@ def test_existing_output_is_not_clobbered(tiny_tsv: Path, tiny_model_dir: Path, 
         ({"augment_templates": -1}, "augment_templates"),
         ({"augment_invented": 1.5}, "augment_invented"),
         ({"augment": "counterfactual", "augment_templates": 5}, "--consistency W"),
+        ({"holdout_by": "phrase"}, "'sentence' or 'row'"),
     ],
 )
 def test_config_validation(fields, match, tmp_path: Path) -> None:
@@ -404,3 +406,75 @@ def test_resume_refuses_changed_settings(tiny_tsv: Path, tiny_model_dir: Path, t
     train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=1))
     with pytest.raises(ValueError, match="different settings"):
         train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out", epochs=2), resume=True)
+
+
+# A treebank in miniature, as SST-2's train file is: sentences, and phrases cut from them.
+_SENTENCES = [
+    "the film is a charming , funny ride",
+    "the plot is thin and the acting wooden",
+    "a dull , lifeless remake",
+    "an utterly charming film",
+    "it never finds its rhythm",
+    "warm , funny and wise",
+]
+_PHRASES = [
+    "charming , funny ride",
+    "the film",
+    "the acting wooden",
+    "lifeless remake",
+    "charming film",
+    "charming",
+]
+
+
+def test_sentence_holdout_keeps_every_part_of_a_held_out_sentence_out_of_training() -> None:
+    texts = _SENTENCES + _PHRASES + ["a dull , lifeless remake"]  # and a duplicate
+    for seed in range(20):
+        kept, held = split_holdout_sentences(texts, 0.34, seed)
+        assert held == split_holdout_sentences(texts, 0.34, seed)[1]
+        # Two of the six sentences: phrases are never drawn, and a duplicate only as its first copy.
+        assert len(held) == 2 and set(held) <= set(range(6))
+        inside = {i for i, t in enumerate(texts) if any(f" {t} " in f" {texts[h]} " for h in held)}
+        assert kept == sorted(set(range(len(texts))) - inside)
+    # A phrase of a held-out sentence stays out even where a kept sentence holds it too.
+    kept, held = next(
+        split
+        for seed in range(50)
+        if 0 in (split := split_holdout_sentences(texts, 0.34, seed))[1] and 3 not in split[1]
+    )
+    assert texts.index("charming") not in kept and texts.index("charming film") in kept
+    # The models are uncased, so a phrase in other case is the same input.
+    assert split_holdout_sentences(["The Film is great", "the film"], 0.1, 0) == ([], [0])
+
+
+def test_sentence_holdout_is_a_row_holdout_where_no_row_lies_inside_another() -> None:
+    texts = [f"review number {i} says {w}" for i, w in enumerate(["yes", "no"] * 50)]
+    kept, held = split_holdout_sentences(texts, 0.1, 7)
+    assert len(held) == 10 and sorted(kept + held) == list(range(100))
+    assert len(split_holdout(100, 0.1, 7)[1]) == 10
+
+
+def test_sentence_holdout_is_recorded_and_reused(
+    tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from distilsent.training.train import heldout_rows
+
+    rows = [line.split("\t") for line in tiny_tsv.read_text().splitlines()[1:]]
+    texts = [r[0] for r in rows] + ["good film"]  # a phrase of 'good film <word>'
+    data = tmp_path / "tree.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{t}\t{int('good' in t)}\n" for t in texts))
+    config = _config(data, tiny_model_dir, tmp_path / "out", select_on="holdout", holdout_fraction=0.25)
+    assert config.holdout_by == "sentence"
+    result = train(config)
+    metrics = json.loads((result.output / "train_metrics.json").read_text())
+    held = split_holdout_sentences(texts, 0.25, config.seed)[1]
+    assert metrics["holdout"] == {"by": "sentence", "rows": len(held)}
+    assert heldout_rows(result.output).texts == [texts[i] for i in held]
+    assert f"{len(held)} held-out training sentences" in (result.output / "README.md").read_text()
+
+
+def test_a_recipe_from_before_holdout_by_reads_as_a_row_holdout(tmp_path: Path) -> None:
+    # --resume compares the recorded recipe with the command's; an old one must keep its split.
+    old = {"train": "t.tsv", "output": str(tmp_path), "select_on": "holdout", "holdout_fraction": 0.02}
+    assert TrainConfig.from_dict(old).holdout_by == "row"
+    assert TrainConfig(train="t.tsv", output=str(tmp_path)).holdout_by == "sentence"

@@ -10,6 +10,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,15 @@ from typing import Any
 
 from distilsent.core.errors import DataError, InvalidInputError, MissingExtraError
 
-__all__ = ["LabelledData", "csv_records", "file_sha256", "json_object", "read_labelled", "read_texts"]
+__all__ = [
+    "LabelledData",
+    "atomic_json",
+    "csv_records",
+    "file_sha256",
+    "json_object",
+    "read_labelled",
+    "read_texts",
+]
 
 TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label", "labels")
@@ -40,6 +49,17 @@ class LabelledData:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+def atomic_json(path: Path, obj: dict[str, Any], *, indent: int = 2) -> None:
+    """Write ``obj`` as JSON to ``path`` whole or not at all: a temporary file, synced, then renamed
+    over ``path``. Manifests and training recipes are read back to resume after a kill, and a kill
+    during an in-place write would leave them empty."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=indent) + "\n")
+    with tmp.open("rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def file_sha256(path: str | Path) -> str:

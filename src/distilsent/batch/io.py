@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from distilsent import formats
 from distilsent.batch.config import ROW_COLUMN, BatchConfig
 from distilsent.core.classifier import Prediction
 from distilsent.core.errors import DataError, MissingExtraError
@@ -332,11 +333,7 @@ def write_errors(path: Path, records: list[Record]) -> None:
 
 @_names_its_file(0)
 def atomic_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    with tmp.open("rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    formats.atomic_json(path, obj, indent=1)
 
 
 @_names_its_file(1)

@@ -101,6 +101,13 @@ def write_model_card(
     best = metrics["best"]
     selected_on = metrics.get("selected_on", "dev")
     split = {"dev": "dev", "holdout": "held-out training slice"}.get(selected_on, selected_on)
+    holdout = metrics.get("holdout")
+    if selected_on == "holdout" and holdout:
+        split = (
+            f"{holdout['rows']:,} held-out training sentences (every training row inside them held out too)"
+            if holdout["by"] == "sentence"
+            else f"{holdout['rows']:,} held-out training rows"
+        )
     best_line = (
         f"Kept checkpoint: step {best['step']} (epoch {best['epoch']:.2f}), chosen on the {split}: "
         f"accuracy **{100 * best['accuracy']:.2f} %**, macro-F1 {best['f1']:.4f}."

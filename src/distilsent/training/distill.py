@@ -61,7 +61,8 @@ class DistillConfig(TrainConfig):
     """dtype of the teacher's pass: 'auto' (bf16 on a CPU with native bf16 matrix instructions, where it
     is several times faster, else the torch backend's default), 'fp32' or 'bf16'."""
     select_on: str = "holdout"
-    """What picks the kept checkpoint: 'holdout' (a seeded slice of the training rows), 'dev' or 'last'."""
+    """What picks the kept checkpoint: 'holdout' (a seeded slice of the training data, see holdout_by),
+    'dev' or 'last'."""
     learning_rate: float = 5e-5
     """Peak AdamW learning rate."""
 
