@@ -2,8 +2,9 @@
 
     python scripts/compare_models.py default runs/student ../shared/models/minilm-l6-sst2-ref runs/teacher
 
-The held-out slice is the one ``train``/``distill --select-on holdout`` keeps out of training (seed 42,
-2 % of SST-2 train); a model trained on all of train has seen it.
+The held-out slice is the one ``train``/``distill --select-on holdout`` keeps out of training (by default
+seed 42, 10 % of SST-2 train's sentences; ``--holdout-by row --fraction 0.02`` for runs from before
+sentences were held out); a model trained on all of train has seen it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import distilsent
 from distilsent.evaluation.metrics import expected_calibration_error, macro_f1
 from distilsent.formats import read_labelled
+from distilsent.training.train import HOLDOUT_UNITS, holdout_split
 
 SST2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sst2"
 
@@ -25,12 +27,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="'default', model directories or hub ids")
     parser.add_argument("--seed", type=int, default=42, help="the training run's seed")
-    parser.add_argument("--fraction", type=float, default=0.02, help="the training run's holdout_fraction")
+    parser.add_argument("--fraction", type=float, default=0.1, help="the training run's holdout_fraction")
+    parser.add_argument(
+        "--holdout-by", choices=HOLDOUT_UNITS, default="sentence", help="the training run's holdout_by"
+    )
     args = parser.parse_args()
     dev, train = read_labelled(SST2 / "dev.tsv"), read_labelled(SST2 / "train.tsv")
-    # The same permutation as distilsent.training.train's holdout split.
-    order = np.random.default_rng(args.seed).permutation(len(train))
-    held = sorted(order[: max(1, round(args.fraction * len(train)))].tolist())
+    _, held = holdout_split(train.texts, args.holdout_by, args.fraction, args.seed)
     held_texts = [train.texts[i] for i in held]
     held_y = np.array([int(train.labels[i]) for i in held])
     dev_y = np.array([int(y) for y in dev.labels])

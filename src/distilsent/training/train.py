@@ -42,6 +42,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "heldout_rows",
+    "holdout_split",
     "split_holdout",
     "split_holdout_sentences",
     "train",
