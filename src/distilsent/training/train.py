@@ -50,6 +50,7 @@ __all__ = [
 
 AUGMENTATIONS = ("counterfactual", "check")
 HOLDOUT_UNITS = ("sentence", "row")
+_HOLDOUT_BY_BEFORE_THE_OPTION = "row"  # what recipes written before holdout_by existed held out
 _NO_LABEL = -100  # what the cross-entropy ignores: a row trained by other terms only
 
 logger = logging.getLogger(__name__)
@@ -252,8 +253,7 @@ class TrainConfig(Config):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
-        # Recipes written before holdout_by existed held out rows.
-        return super().from_dict({"holdout_by": "row", **data})
+        return super().from_dict({"holdout_by": _HOLDOUT_BY_BEFORE_THE_OPTION, **data})
 
     def command(self) -> str:
         """The ``distilsent train`` (or ``distill``) command line that reproduces this config."""
@@ -395,7 +395,8 @@ def heldout_rows(model_dir: Path) -> LabelledData:
     data = read_labelled(
         train_file, text_column=recipe.get("text_column"), label_column=recipe.get("label_column")
     )
-    _, held = holdout_split(data.texts, recipe.get("holdout_by", "row"), fraction, seed)  # see from_dict
+    by = recipe.get("holdout_by", _HOLDOUT_BY_BEFORE_THE_OPTION)
+    _, held = holdout_split(data.texts, by, fraction, seed)
     return dataclasses.replace(
         data, texts=[data.texts[i] for i in held], labels=[data.labels[i] for i in held], pairs=None
     )
