@@ -13,12 +13,24 @@ batches of 32, with these products:
   and the last layer's query/key/value; the second feed-forward products in bf16 (``lin2 bf16``) or
   fp32 (``lin2 fp32``), as the ONNX recipe keeps them out of int8, or in int8 too (``lin2 int8``);
   the last layer's one-row products and the head in fp32;
-- ``int8 plain``: the same without smoothing.
+- ``int8 plain``: the same without smoothing;
+- ``onednn static``: oneDNN's int8 products (``torch.ops.onednn.qlinear_pointwise``: VNNI, or AMX
+  where the CPU has it), the kernels ``torch.compile``'s x86 int8 lowering calls, in a bf16 forward.
+  Weights int8 per output channel; each product's input quantized to uint8 with one scale and zero
+  point fixed on the calibration sentences (its range over their real tokens), after the smoothed
+  recipe's division; the GELU and the residual sums run inside the products, as in the bf16
+  forward. Smoothed like the ONNX recipe (query/key/value, first feed-forward), and the attention
+  output too, with the same formula on its own input. ``lin2 bf16`` keeps the second feed-forward
+  products in packed bf16; ``everywhere`` quantizes them too, the first feed-forward product
+  writing uint8 at the second's input scale, so no quantizing pass is left between them. The last
+  layer's one-row products and the head stay bf16.
 
-Each row has texts/s (a warm pass over 1,000 distinct dev sentences), its ratio to the transformers
-pipeline at batch 32 and to the bf16 row measured in the same run, SST-2 dev accuracy, and label
-agreement with the packed fp32 forward on dev and on 1,000 long train sentences, the worse of
-batches of 32 and one text at a time. A probe for a possible engine, not one distilsent ships.
+Each row has texts/s (the median of ``--rounds`` warm passes over 1,000 distinct dev sentences, the
+rows taking turns, so that a slow spell of the machine hits every row), its ratio to the
+transformers pipeline at batch 32 and to the bf16 row (the median of the rounds' ratios), SST-2 dev
+accuracy, and label agreement with the packed fp32 forward on dev and on 1,000 long train sentences,
+the worse of batches of 32 and one text at a time. A probe for a possible engine, not one distilsent
+ships.
 """
 
 from __future__ import annotations
@@ -28,8 +40,12 @@ import copy
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -42,7 +58,10 @@ def main() -> None:
     )
     parser.add_argument("--model", default="default", help="model: 'default', a directory, or a hub id")
     parser.add_argument("--texts", type=int, default=1000, help="texts per throughput pass")
+    parser.add_argument("--rounds", type=int, default=3, help="throughput passes per row, taking turns")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
 
     import torch
     from torch.nn import functional as F
@@ -51,7 +70,7 @@ def main() -> None:
 
     import distilsent
     from distilsent.core.engine import cpu_flags
-    from distilsent.core.engine.onnx_export import smoothing_scales
+    from distilsent.core.engine.onnx_export import SMOOTH_ALPHA, smoothing_scales
     from distilsent.core.engine.packed import PackedDistilBert
     from distilsent.core.tokenization import TokenBatch
     from distilsent.formats import read_labelled
@@ -99,6 +118,23 @@ def main() -> None:
         return make
 
     bf16_copy = copy.deepcopy(model).to(torch.bfloat16).eval()
+    pad = clf.tokenizer.pad_id
+    fit_ids = clf.tokenizer.encode(fit)
+    ranges = input_ranges(model, fit_ids, pad)
+    for i, layer in enumerate(model.distilbert.transformer.layer):
+        # The ONNX recipe's formula, on the attention output's input (its context vectors).
+        lo, hi = ranges[f"{i}.out"]
+        amax = torch.maximum(lo.abs(), hi.abs()).clamp(min=1e-5)
+        wmax = layer.attention.out_lin.weight.detach().abs().amax(0).clamp(min=1e-5)
+        scales[f"{i}.out"] = (amax**SMOOTH_ALPHA / wmax ** (1 - SMOOTH_ALPHA)).clamp(min=1e-5)
+    onednn_rows: dict[str, Callable] = {}
+    if hasattr(torch.ops.onednn, "qlinear_pointwise"):
+        onednn_rows = {
+            "onednn static, lin2 bf16": onednn_forward(model, bf16_copy, ranges, scales, lin2_int8=False),
+            "onednn static, everywhere": onednn_forward(model, bf16_copy, ranges, scales, lin2_int8=True),
+        }
+    else:
+        print("onednn static rows skipped: this torch build has no torch.ops.onednn.qlinear_pointwise")
     forwards: dict[str, Callable] = {
         "fp32 (reference)": PackedDistilBert(model),
         "bf16": PackedDistilBert(bf16_copy),
@@ -106,8 +142,8 @@ def main() -> None:
         "int8 smoothed, lin2 fp32": PackedDistilBert(model, make_linear=int8_products(True, "fp32")),
         "int8 smoothed, lin2 int8": PackedDistilBert(model, make_linear=int8_products(True, "int8")),
         "int8 plain, lin2 bf16": PackedDistilBert(model, make_linear=int8_products(False, "bf16")),
+        **onednn_rows,
     }
-    pad = clf.tokenizer.pad_id
 
     def logits_of(forward: Callable, ids: list[list[int]], batch_size: int = 32) -> np.ndarray:
         tokens = TokenBatch.from_lists(ids)
@@ -129,12 +165,8 @@ def main() -> None:
     print(f"model: {clf.model_dir}; transformers pipeline, batch 32: {pipe_tps:.1f} texts/s")
     reference_dev = logits_of(forwards["fp32 (reference)"], dev_ids).argmax(1)
     reference_long = logits_of(forwards["fp32 (reference)"], long_ids).argmax(1)
-    header = f"{'products':<26}{'texts/s':>9}{'vs pipeline':>13}{'vs bf16':>9}{'dev acc':>9}"
-    print(header + f"{'agree dev':>11}{'agree long':>12}")
-    bf16_tps = None
+    accuracy = {}
     for name, forward in forwards.items():
-        tps = throughput(lambda t, f=forward: logits_of(f, clf.tokenizer.encode(t)), texts)[1]
-        bf16_tps = tps if name == "bf16" else bf16_tps
         batched = logits_of(forward, dev_ids).argmax(1)
         single = logits_of(forward, dev_ids, 1).argmax(1)
         agree_dev = 100 * min(np.mean(batched == reference_dev), np.mean(single == reference_dev))
@@ -142,12 +174,178 @@ def main() -> None:
             np.mean(logits_of(forward, long_ids).argmax(1) == reference_long),
             np.mean(logits_of(forward, long_ids, 1).argmax(1) == reference_long),
         )
-        versus = f"{tps / bf16_tps:>8.2f}x" if bf16_tps else f"{'':>9}"
+        accuracy[name] = (100 * np.mean(batched == gold), agree_dev, agree_long)
+    speeds: dict[str, list[float]] = {name: [] for name in forwards}
+    for _ in range(args.rounds):
+        for name, forward in forwards.items():
+            speeds[name].append(
+                throughput(lambda t, f=forward: logits_of(f, clf.tokenizer.encode(t)), texts)[1]
+            )
+    header = f"{'products':<28}{'texts/s':>9}{'vs pipeline':>13}{'vs bf16':>9}{'dev acc':>9}"
+    print(header + f"{'agree dev':>11}{'agree long':>12}")
+    for name in forwards:
+        tps = float(np.median(speeds[name]))
+        versus = float(np.median(np.array(speeds[name]) / np.array(speeds["bf16"])))
+        acc, agree_dev, agree_long = accuracy[name]
         print(
-            f"{name:<26}{tps:>9.1f}{tps / pipe_tps:>12.2f}x{versus}{100 * np.mean(batched == gold):>8.2f}%"
+            f"{name:<28}{tps:>9.1f}{tps / pipe_tps:>12.2f}x{versus:>8.2f}x{acc:>8.2f}%"
             f"{agree_dev:>10.2f}%{agree_long:>11.2f}%",
             flush=True,
         )
+
+
+def input_ranges(
+    model: torch.nn.Module, calibration: list[list[int]], pad_id: int
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-channel minimum and maximum of each product's input over the real tokens of the
+    ``calibration`` texts: ``"{layer}.qkv"``, ``.out``, ``.lin1``, ``.lin2``."""
+    import torch
+
+    from distilsent.core.tokenization import TokenBatch
+
+    ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    mask: list[torch.Tensor] = []
+
+    def observe(name: str) -> Callable:
+        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+            x = inputs[0].detach()[mask[0].bool()]
+            lo, hi = x.amin(0), x.amax(0)
+            if name in ranges:
+                lo, hi = torch.minimum(ranges[name][0], lo), torch.maximum(ranges[name][1], hi)
+            ranges[name] = (lo, hi)
+
+        return hook
+
+    hooks = []
+    for i, layer in enumerate(model.distilbert.transformer.layer):
+        att, ffn = layer.attention, layer.ffn
+        for name, module in (
+            ("qkv", att.q_lin),
+            ("out", att.out_lin),
+            ("lin1", ffn.lin1),
+            ("lin2", ffn.lin2),
+        ):
+            hooks.append(module.register_forward_pre_hook(observe(f"{i}.{name}")))
+    tokens = TokenBatch.from_lists(calibration)
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(calibration), 32):
+                ids, mask_now = (
+                    torch.from_numpy(a)
+                    for a in tokens.padded(np.arange(start, min(start + 32, len(calibration))), pad_id)
+                )
+                mask[:] = [mask_now]
+                model(input_ids=ids, attention_mask=mask_now)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return ranges
+
+
+class StaticInt8:
+    """One oneDNN int8 product: int8 weights per output channel, its input divided by the smoothing
+    scale (where given) and quantized to uint8 with the scale and zero point its calibration range
+    sets; the output in ``dtype``, or uint8 at ``output`` (scale, zero point) for the next product."""
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        lo: torch.Tensor,
+        hi: torch.Tensor,
+        smooth: torch.Tensor | None,
+        dtype: torch.dtype,
+        unary: str = "none",
+        output: tuple[float, int] | None = None,
+    ) -> None:
+        import torch
+
+        weight = weight.detach().float()
+        if smooth is not None:
+            weight, lo, hi = weight * smooth[None, :], lo / smooth, hi / smooth
+        low, high = min(float(lo.min()), 0.0), max(float(hi.max()), 0.0)
+        self.scale = max(high - low, 1e-8) / 255
+        self.zero = round(-low / self.scale)
+        # One multiply quantizes: the smoothing division and the activation scale in one vector.
+        self.multiplier = (1.0 / smooth if smooth is not None else torch.ones(weight.shape[1])) / self.scale
+        w_scale = (weight.abs().amax(1) / 127).clamp(min=1e-8)
+        qweight = torch.round(weight / w_scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.packed = torch.ops.onednn.qlinear_prepack(qweight, None)
+        self.w_scale, self.w_zero = w_scale, torch.zeros(len(w_scale), dtype=torch.long)
+        self.bias = None if bias is None else bias.detach().float()
+        self.dtype, self.unary, self.output = dtype, unary, output
+
+    def quantize(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        if x.dtype == torch.uint8:  # the previous product wrote it at this one's scale
+            return x
+        return (x.float() * self.multiplier).round_().add_(self.zero).clamp_(0, 255).to(torch.uint8)
+
+    def operands(self, x: torch.Tensor) -> tuple:
+        """The input and weight arguments both of oneDNN's int8 product calls take first."""
+        return self.quantize(x), self.scale, self.zero, self.packed, self.w_scale, self.w_zero
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        out_scale, out_zero, dtype = (*self.output, None) if self.output else (1.0, 0, self.dtype)
+        algorithm = "none" if self.unary == "gelu" else ""
+        return torch.ops.onednn.qlinear_pointwise(
+            *self.operands(x), self.bias, out_scale, out_zero, dtype, self.unary, [], algorithm
+        )
+
+    def plus(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        import torch
+
+        # other=residual at scale 1, zero point 0 (it is bf16, not quantized), added after the product
+        return torch.ops.onednn.qlinear_pointwise.binary(
+            *self.operands(x), residual, self.bias, 1.0, 0, self.dtype, 1.0, 0, "add", 1.0, "none", [], ""
+        )
+
+
+def onednn_forward(
+    model: torch.nn.Module,
+    bf16_model: torch.nn.Module,
+    ranges: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    scales: dict[str, torch.Tensor],
+    *,
+    lin2_int8: bool,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The packed bf16 forward of ``bf16_model`` with :class:`StaticInt8` products (module docs)."""
+    import torch
+
+    from distilsent.core.engine.packed import PackedDistilBert
+
+    forward = PackedDistilBert(bf16_model)
+    last = model.config.n_layers - 1
+
+    def static(
+        key: str,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        unary: str = "none",
+        output: tuple[float, int] | None = None,
+        smooth: bool = True,
+    ) -> StaticInt8:
+        scale = scales.get(key) if smooth else None
+        return StaticInt8(weight, bias, *ranges[key], scale, torch.bfloat16, unary, output)
+
+    for i, layer in enumerate(model.distilbert.transformer.layer):
+        att, ffn, products = layer.attention, layer.ffn, forward.layers[i]
+        qkv_w = torch.cat([att.q_lin.weight, att.k_lin.weight, att.v_lin.weight])
+        qkv_b = torch.cat([att.q_lin.bias, att.k_lin.bias, att.v_lin.bias])
+        products["qkv"] = static(f"{i}.qkv", qkv_w, qkv_b)
+        if i == last:  # its other products run on [CLS] alone
+            continue
+        products["out"] = static(f"{i}.out", att.out_lin.weight, att.out_lin.bias).plus
+        if lin2_int8:
+            lin2 = static(f"{i}.lin2", ffn.lin2.weight, ffn.lin2.bias, smooth=False)
+            lin1 = static(f"{i}.lin1", ffn.lin1.weight, ffn.lin1.bias, "gelu", (lin2.scale, lin2.zero))
+            products["lin1"], products["lin2"] = lin1, lin2.plus
+        else:
+            products["lin1"] = static(f"{i}.lin1", ffn.lin1.weight, ffn.lin1.bias, "gelu")
+    return forward
 
 
 if __name__ == "__main__":
