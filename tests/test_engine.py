@@ -124,6 +124,73 @@ def test_torch_engine_matches_the_model(tiny_model_dir: Path) -> None:
     assert engine.num_parameters() == sum(p.numel() for p in model.parameters())
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cpu_engine_runs_the_checkpoint_without_building_the_transformers_model(
+    ref_model_dir: Path, dtype: str
+) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from distilsent.core.engine.packed import PackedDistilBert
+
+    engine = create_engine("torch", ref_model_dir, device="cpu", dtype=dtype)
+    assert engine._model is None and engine.forward.startswith("packed")
+    tok = TextTokenizer(ref_model_dir)
+    texts = ["a gripping, funny film", "I wanted my two hours back.", "not bad at all", "meh"]
+    ids, mask = tok.pad(tok.encode(texts))
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]
+    # The fp16 checkpoint cast as transformers casts it: the same forward gives the same bits.
+    model = AutoModelForSequenceClassification.from_pretrained(ref_model_dir, dtype=torch_dtype).eval()
+    want = PackedDistilBert(model)(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
+    np.testing.assert_array_equal(engine(ids, mask), want)
+    assert engine.num_parameters() == sum(p.numel() for p in model.parameters())
+    assert engine._model is None
+    # A batch that is not right-padded needs the transformers model: built then, once.
+    left = np.ascontiguousarray(mask[:, ::-1])
+    left_ids = np.where(left == 1, np.ascontiguousarray(ids[:, ::-1]), 0)
+    for row, n in enumerate(mask.sum(1)):
+        left_ids[row, -n:] = ids[row, :n]
+    with torch.inference_mode():
+        expected = model(input_ids=torch.from_numpy(left_ids), attention_mask=torch.from_numpy(left)).logits
+    np.testing.assert_allclose(engine(left_ids, left), expected.float().numpy(), atol=1e-4)
+    assert engine.model is engine.model and engine.model.dtype == torch_dtype
+
+
+def test_checkpoints_the_packed_forward_cannot_read_load_through_transformers(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    from helpers import build_tiny_bert
+
+    weights = load_file(tiny_model / "model.safetensors")
+    # A tensor transformers ignores (older checkpoints saved position_ids) changes nothing.
+    save_file(
+        {**weights, "distilbert.embeddings.position_ids": torch.arange(512)[None]},
+        tiny_model / "model.safetensors",
+    )
+    engine = create_engine("torch", tiny_model, device="cpu", dtype="fp32")
+    assert engine._model is None
+    # A BERT-layout classifier, and a DistilBERT checkpoint under legacy LayerNorm names, which
+    # transformers renames on load: both go through transformers, and still classify.
+    bert = create_engine("torch", build_tiny_bert(tmp_path / "bert"), device="cpu")
+    assert bert._model is not None and bert.forward == "transformers"
+    # The legacy names carry a LayerNorm scale the random model's ones do not: read, it shows.
+    weights["distilbert.embeddings.LayerNorm.weight"] = (
+        weights["distilbert.embeddings.LayerNorm.weight"] * 1.5
+    )
+    save_file(weights, tiny_model / "model.safetensors")
+    scaled = create_engine("torch", tiny_model, device="cpu", dtype="fp32")
+    legacy = {k.replace("LayerNorm.weight", "LayerNorm.gamma"): v for k, v in weights.items()}
+    save_file(legacy, tiny_model / "model.safetensors")
+    renamed = create_engine("torch", tiny_model, device="cpu", dtype="fp32")
+    assert scaled._model is None
+    assert renamed._model is not None and renamed.forward.startswith("packed")
+    tok = TextTokenizer(tiny_model)
+    ids, mask = tok.pad(tok.encode(["good film", "a terrible, boring movie"]))
+    np.testing.assert_allclose(renamed(ids, mask), scaled(ids, mask), atol=1e-5)
+    assert not np.allclose(scaled(ids, mask), engine(ids, mask), atol=1e-3)
+
+
 def test_unknown_backend(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError, match="unknown backend 'tensorrt'"):
         create_engine("tensorrt", tiny_model_dir)

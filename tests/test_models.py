@@ -148,7 +148,7 @@ def test_update_shard_loads_as_the_trained_weights(tiny_model: Path, tmp_path: P
     from transformers import DistilBertForSequenceClassification
 
     from distilsent.core.engine.onnx_export import _weights_key
-    from test_compat import assert_snippet_agrees
+    from helpers import assert_snippet_agrees
 
     trained = Path(shutil.copytree(tiny_model, tmp_path / "trained"))
     weights = load_file(trained / "model.safetensors")
@@ -198,8 +198,11 @@ def test_append_update_adds_a_shard_and_keeps_the_old_ones(tiny_model: Path, tmp
     assert before < digests()  # the earlier shards are the same bytes, so the same git blobs
     assert set(load_file(tiny_model / names[-1])) == set(changed)
     loaded = DistilBertForSequenceClassification.from_pretrained(tiny_model).state_dict()
+    read = models.load_weights(tiny_model)  # each tensor from its mapped shard, not a stale copy
+    assert read.keys() == weights.keys()
     for name, tensor in weights.items():
         assert torch.equal(loaded[name], tensor), name
+        assert torch.equal(read[name], tensor), name
     assert {p.label for p in distilsent.load(tiny_model).predict(["good", "great fun"])} == {"POSITIVE"}
     with pytest.raises(ValueError, match="nothing to update"):
         models.append_update(trained, tiny_model)

@@ -102,10 +102,10 @@ def test_prepacking_is_decided_per_dtype(tiny_model_dir: Path, monkeypatch: pyte
     assert PackedDistilBert(bf16).prepacked == packed._prepack_works(torch.bfloat16)
     # fp32 packs only where the packed products beat the plain ones here (seconds: packed, plain).
     monkeypatch.setattr(packed, "_prepack_works", lambda dtype: True)
-    monkeypatch.setattr(packed, "_time_products", lambda layer, activation: (0.001, 0.002))
+    monkeypatch.setattr(packed, "_time_products", lambda block, activation: (0.001, 0.002))
     faster = PackedDistilBert(fp32)
     assert faster.prepacked and "packed 1.00 ms against plain 2.00 ms" in faster.prepack_reason
-    monkeypatch.setattr(packed, "_time_products", lambda layer, activation: (0.002, 0.001))
+    monkeypatch.setattr(packed, "_time_products", lambda block, activation: (0.002, 0.001))
     slower = PackedDistilBert(fp32)
     assert not slower.prepacked and "packed 2.00 ms" in slower.prepack_reason
     monkeypatch.setattr(packed, "_prepack_works", lambda dtype: False)
@@ -122,7 +122,7 @@ def test_prepacking_is_decided_per_dtype(tiny_model_dir: Path, monkeypatch: pyte
 def test_timing_probe_measures_both_products(tiny_model_dir: Path) -> None:
     if not packed._prepack_works(torch.float32):
         pytest.skip("this torch has no oneDNN packed fp32 product")
-    block = _model(tiny_model_dir).distilbert.transformer.layer[0]
+    block = packed._block(_model(tiny_model_dir).state_dict(), 0)
     assert all(0 < t < 1 for t in packed._time_products(block, "gelu"))
 
 

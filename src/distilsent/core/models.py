@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from distilsent.core.errors import (
     InvalidInputError,
@@ -26,6 +27,7 @@ __all__ = [
     "append_update",
     "check_model_dir",
     "has_torch_weights",
+    "load_weights",
     "minilm_dir",
     "mpnet_dir",
     "resolve_init",
@@ -104,6 +106,32 @@ def has_safetensors(path: Path) -> bool:
 
 def has_torch_weights(path: Path) -> bool:
     return any((path / name).is_file() for name in _SAFE_WEIGHTS + _PICKLE_WEIGHTS)
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """The safetensors tensors of the model directory ``path`` (torch tensors, in their stored dtype):
+    ``model.safetensors``, or each tensor from the shard ``model.safetensors.index.json`` maps it to
+    (an updated model's first shard keeps stale copies of the tensors a later one holds)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    try:
+        if index.is_file():
+            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+        else:
+            with safe_open(path / "model.safetensors", framework="pt") as f:
+                weight_map = dict.fromkeys(f.keys(), "model.safetensors")
+        by_shard: dict[str, list[str]] = {}
+        for name, shard in weight_map.items():
+            by_shard.setdefault(shard, []).append(name)
+        tensors = {}
+        for shard, names in by_shard.items():
+            with safe_open(path / shard, framework="pt") as f:
+                tensors.update((name, f.get_tensor(name)) for name in names)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as e:
+        raise ModelFormatError(f"cannot read the safetensors weights in {path}: {e}") from None
+    return tensors
 
 
 def minilm_dir() -> Path:
@@ -325,8 +353,7 @@ def append_update(trained: Path, model_dir: Path, *, max_fraction: float = 0.25)
     except (OSError, ValueError, KeyError) as e:
         raise ModelFormatError(f"{model_dir} has no readable shard index ({e}); use write_update") from None
     shards = sorted(set(weight_map.values()))
-    loaded = {name: load_file(model_dir / name) for name in shards}
-    current = {k: loaded[shard][k] for k, shard in weight_map.items()}
+    current = load_weights(model_dir)
     new = load_file(Path(trained) / "model.safetensors")
     if current.keys() != new.keys() or any(current[k].shape != new[k].shape for k in current):
         raise ModelFormatError(f"{trained} does not have the tensors of {model_dir}; not an update of it")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,9 +12,9 @@ import numpy as np
 import torch
 
 from distilsent.core.engine.cpu import auto_cpu_dtype
-from distilsent.core.engine.packed import PackedDistilBert, packable
+from distilsent.core.engine.packed import PackedDistilBert, packable, packable_config, weight_names
 from distilsent.core.errors import InvalidInputError, ModelFormatError
-from distilsent.core.models import has_safetensors
+from distilsent.core.models import has_safetensors, load_weights
 
 __all__ = ["TorchEngine", "resolve_device"]
 
@@ -39,15 +41,17 @@ def resolve_device(device: str) -> torch.device:
 
 class TorchEngine:
     """Runs the model with torch: bf16 on GPUs and on CPUs with native bf16 matrix units, else fp32
-    (fp16 on GPUs without bf16)."""
+    (fp16 on GPUs without bf16).
+
+    On the CPU a DistilBERT classifier stored as safetensors runs the packed forward built straight
+    from its tensors: transformers is neither imported nor its model built until something asks for
+    :attr:`model` (gradients for explanations, a batch that is not right-padded)."""
 
     backend = "torch"
 
     def __init__(
         self, model_dir: Path, *, device: str = "auto", threads: int | None = None, dtype: str = "auto"
     ) -> None:
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
         from distilsent.core.models import has_torch_weights
 
         if not has_torch_weights(model_dir):
@@ -70,30 +74,18 @@ class TorchEngine:
         else:
             torch_dtype, self.dtype_reason = torch.float32, f"auto: fp32 on {self._device.type}"
         self.dtype = str(torch_dtype).removeprefix("torch.")
-        config = AutoConfig.from_pretrained(model_dir)
-        if not config.architectures or not any("SequenceClassification" in a for a in config.architectures):
-            raise ModelFormatError(
-                f"{model_dir} holds a {config.architectures or config.model_type} model, "
-                "not a sequence classifier"
-            )
-        from transformers.utils import logging as hf_logging
-
-        # transformers draws a progress bar per load; noise for a library call that takes a second.
-        bar_was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            self.model = AutoModelForSequenceClassification.from_pretrained(
-                model_dir, dtype=torch_dtype, use_safetensors=has_safetensors(model_dir) or None
-            )
-        finally:
-            if bar_was_on:
-                hf_logging.enable_progress_bar()
-        self.model.to(self._device).eval()
         self.device = str(self._device)
-        self._packed = None
+        self._model_dir, self._torch_dtype = Path(model_dir), torch_dtype
+        self._model: torch.nn.Module | None = None
+        self._model_lock = threading.Lock()
+        self._packed = self._packed_from_checkpoint() if self._device.type == "cpu" else None
+        if self._packed is None:
+            model = self.model
+            self._parameters = sum(p.numel() for p in model.parameters())
+            if self._device.type == "cpu" and packable(model):
+                self._packed = PackedDistilBert(model)
         self.forward = "transformers"
-        if self._device.type == "cpu" and packable(self.model):
-            self._packed = PackedDistilBert(self.model)
+        if self._packed is not None:
             self.forward = (
                 "packed: no padding in matrix products, [CLS]-only last layer, "
                 + (
@@ -104,8 +96,62 @@ class TorchEngine:
                 + f" ({self._packed.prepack_reason})"
             )
 
+    def _packed_from_checkpoint(self) -> PackedDistilBert | None:
+        """The packed forward built from the directory's tensors, or ``None`` where transformers must
+        build the model: not safetensors, not a DistilBERT classifier, or tensors missing or renamed
+        (which transformers converts or initializes)."""
+        if not has_safetensors(self._model_dir):
+            return None
+        try:
+            config = json.loads((self._model_dir / "config.json").read_text())
+        except (OSError, ValueError):
+            return None  # transformers' own loading reports what is wrong
+        if not isinstance(config, dict) or not packable_config(config):
+            return None
+        weights = load_weights(self._model_dir)
+        names = weight_names(config["n_layers"])
+        if any(name not in weights for name in names):
+            return None
+        self._parameters = sum(weights[name].numel() for name in names)
+        return PackedDistilBert.from_weights(
+            config, {name: weights[name].to(self._torch_dtype) for name in names}
+        )
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The transformers model, in eval mode on this engine's device and dtype; where the packed
+        forward was built from the checkpoint, loaded on first use."""
+        with self._model_lock:
+            if self._model is None:
+                self._model = self._load_transformers()
+            return self._model
+
+    def _load_transformers(self) -> torch.nn.Module:
+        from transformers import AutoConfig, AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        config = AutoConfig.from_pretrained(self._model_dir)
+        if not config.architectures or not any("SequenceClassification" in a for a in config.architectures):
+            raise ModelFormatError(
+                f"{self._model_dir} holds a {config.architectures or config.model_type} model, "
+                "not a sequence classifier"
+            )
+        # transformers draws a progress bar per load; noise for a library call that takes a second.
+        bar_was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                self._model_dir,
+                dtype=self._torch_dtype,
+                use_safetensors=has_safetensors(self._model_dir) or None,
+            )
+        finally:
+            if bar_was_on:
+                hf_logging.enable_progress_bar()
+        return model.to(self._device).eval()
+
     def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.model.parameters())
+        return self._parameters
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         return self.launch(input_ids, attention_mask)()
