@@ -41,6 +41,20 @@ def test_directory_with_broken_config(tiny_model: Path) -> None:
         resolve_model(tiny_model)
 
 
+def test_config_that_is_not_an_object_or_has_unreadable_labels(tiny_model: Path) -> None:
+    import json
+
+    config = models.read_model_config(tiny_model)
+    (tiny_model / "config.json").write_text("[1, 2]")
+    with pytest.raises(distilsent.ModelFormatError, match="holds a JSON list, not an object"):
+        resolve_model(tiny_model)
+    assert models.id2label({"id2label": {"1": "POSITIVE", "0": "NEGATIVE"}}) == {0: "NEGATIVE", 1: "POSITIVE"}
+    assert models.id2label({}) == {}
+    (tiny_model / "config.json").write_text(json.dumps({**config, "id2label": {"first": "A"}}))
+    with pytest.raises(distilsent.ModelFormatError, match="id2label is not a map of class indices"):
+        distilsent.load(tiny_model)
+
+
 def test_directory_without_weights(tiny_model: Path) -> None:
     (tiny_model / "model.safetensors").unlink()
     with pytest.raises(distilsent.ModelFormatError, match="no weights"):

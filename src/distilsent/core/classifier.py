@@ -25,7 +25,7 @@ from distilsent.core.config import Config
 from distilsent.core.engine import BACKENDS, DTYPES, create_engine, run_batches
 from distilsent.core.errors import DistilsentError, InvalidInputError, InvalidTypeError
 from distilsent.core.explain import Explanation, explain
-from distilsent.core.models import DEFAULT_MODEL, resolve_model
+from distilsent.core.models import DEFAULT_MODEL, id2label, read_model_config, resolve_model
 from distilsent.core.postprocess import (
     AGGREGATES,
     FUNCTIONS,
@@ -165,9 +165,8 @@ class Classifier:
         self.model_dir: Path = resolve_model(
             config.model, allow_pickle=config.allow_pickle, revision=config.revision
         )
-        self.model_config: dict[str, Any] = json.loads((self.model_dir / "config.json").read_text())
-        id2label = self.model_config.get("id2label") or {"0": "LABEL_0", "1": "LABEL_1"}
-        self.labels: list[str] = [id2label[k] for k in sorted(id2label, key=int)]
+        self.model_config: dict[str, Any] = read_model_config(self.model_dir)
+        self.labels: list[str] = list(id2label(self.model_config).values()) or ["LABEL_0", "LABEL_1"]
         self.tokenizer = TextTokenizer(
             self.model_dir, config.max_length, truncation_side=config.truncation_side
         )

@@ -27,9 +27,11 @@ __all__ = [
     "append_update",
     "check_model_dir",
     "has_torch_weights",
+    "id2label",
     "load_weights",
     "minilm_dir",
     "mpnet_dir",
+    "read_model_config",
     "resolve_init",
     "resolve_model",
     "write_update",
@@ -59,16 +61,36 @@ _HUB_PATTERNS = [
 ]
 
 
+def read_model_config(path: Path) -> dict[str, Any]:
+    """The ``config.json`` of the model directory ``path``, as a dict: the one reader of that file.
+    ``ModelFormatError`` where it is missing, not JSON, or not a JSON object."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise ModelFormatError(f"{path} is not a model directory: config.json is missing")
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{file} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ModelFormatError(f"{file} holds a JSON {type(config).__name__}, not an object")
+    return config
+
+
+def id2label(config: dict[str, Any]) -> dict[int, str]:
+    """A model config's label names by class index, in index order (``{}`` where it names none)."""
+    try:
+        return dict(sorted((int(k), str(v)) for k, v in (config.get("id2label") or {}).items()))
+    except (AttributeError, TypeError, ValueError):
+        raise ModelFormatError(
+            f"config.json's id2label is not a map of class indices to names: {config.get('id2label')!r}"
+        ) from None
+
+
 def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
     """Check that ``path`` holds a loadable classifier; return it resolved."""
     if not path.is_dir():
         raise ModelNotFoundError(f"model directory {path} does not exist")
-    if not (path / "config.json").is_file():
-        raise ModelFormatError(f"{path} is not a model directory: config.json is missing")
-    try:
-        json.loads((path / "config.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelFormatError(f"{path}/config.json is not valid JSON: {e}") from None
+    read_model_config(path)
     has_safe = has_safetensors(path)
     has_pickle = any((path / name).is_file() for name in _PICKLE_WEIGHTS)
     has_onnx = (path / "model.onnx").is_file()  # an export for the onnx backends

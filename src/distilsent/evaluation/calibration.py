@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from distilsent.core.models import read_model_config
 from distilsent.core.postprocess import TEMPERATURE_KEY
 
 __all__ = ["fit_temperature", "nll", "save_temperature"]
@@ -44,7 +45,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def save_temperature(model_dir: Path, temperature: float) -> None:
-    path = model_dir / "config.json"
-    config = json.loads(path.read_text())
+    config = read_model_config(model_dir)
     config[TEMPERATURE_KEY] = round(temperature, 6)
-    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (model_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Protocol
 
-from distilsent.core.models import MINILM, MPNET
+from distilsent.core.models import MINILM, MPNET, read_model_config
 
 
 class RunConfig(Protocol):
@@ -123,8 +123,7 @@ def write_model_card(
     labels = ", ".join(f"{i} = {name}" for i, name in sorted(id2label.items()))
     teacher = getattr(config, "teacher", None)
     teacher = f" Distilled from the teacher `{teacher}` (`distilsent distill`)." if teacher else ""
-    config_file = output / "config.json"
-    model_type = json.loads(config_file.read_text()).get("model_type") if config_file.is_file() else None
+    model_type = read_model_config(output).get("model_type") if (output / "config.json").is_file() else None
     family, loader = (
         ("DistilBERT", "DistilBertForSequenceClassification")
         if model_type in (None, "distilbert")

@@ -9,7 +9,6 @@ when present, initialises it.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from distilsent.core.errors import ModelFormatError
+from distilsent.core.models import read_model_config
 
 __all__ = ["bert_config_to_distilbert", "bert_state_dict_to_distilbert", "convert_bert_to_distilbert"]
 
@@ -125,7 +125,7 @@ def convert_bert_to_distilbert(
     for path in (config_path, weights_path):
         if not path.is_file():
             raise ModelFormatError(f"{src} has no {path.name}; convert needs a safetensors BERT checkpoint")
-    bert_config = json.loads(config_path.read_text())
+    bert_config = read_model_config(src)
     if bert_config.get("model_type") != "bert":
         raise ModelFormatError(f"{src} is a {bert_config.get('model_type')!r} model, not 'bert'")
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import logging
 import random
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from distilsent.core.errors import DataError, InvalidInputError, ModelFormatError
-from distilsent.core.models import cache_dir, resolve_model
+from distilsent.core.models import cache_dir, id2label, read_model_config, resolve_model
 from distilsent.formats import encode_labels, file_sha256, label_names, read_labelled
 from distilsent.training.train import SoftTargets, TrainConfig, TrainResult, kd_loss, train
 
@@ -153,8 +152,7 @@ class TeacherLogits:
         self._classifier = None
 
     def id2label(self) -> dict[int, str]:
-        config = json.loads((self.teacher_dir / "config.json").read_text())
-        return {int(k): v for k, v in (config.get("id2label") or {}).items()}
+        return id2label(read_model_config(self.teacher_dir))
 
     def _weights_digest(self) -> str:
         files = [*sorted(self.teacher_dir.glob("*.safetensors")), self.teacher_dir / "config.json"]
@@ -231,8 +229,8 @@ def _check_labels(teacher: dict[int, str], data: dict[int, str], config: Distill
         )
     init = Path(config.init)
     if (init / "config.json").is_file():
-        student = json.loads((init / "config.json").read_text())
-        names = {int(k): v for k, v in (student.get("id2label") or {}).items()}
+        student = read_model_config(init)
+        names = id2label(student)
         trained = any("SequenceClassification" in a for a in student.get("architectures") or [])
         if trained and names and names != data:
             raise ModelFormatError(

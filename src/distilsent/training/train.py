@@ -25,7 +25,7 @@ import numpy as np
 
 from distilsent.core.config import Config
 from distilsent.core.errors import DataError, InvalidInputError, ModelFormatError
-from distilsent.core.models import MINILM, resolve_init
+from distilsent.core.models import MINILM, read_model_config, resolve_init
 from distilsent.evaluation.metrics import accuracy, macro_f1
 from distilsent.formats import (
     LabelledData,
@@ -310,7 +310,7 @@ def _init_dir(init: str, workdir: Path) -> tuple[Path, str]:
     from distilsent.training.convert import convert_bert_to_distilbert
 
     source, described = resolve_init(init)
-    model_type = json.loads((source / "config.json").read_text()).get("model_type")
+    model_type = read_model_config(source).get("model_type")
     if model_type == "bert":
         return convert_bert_to_distilbert(source, workdir / "init"), described + ", converted from BERT"
     if not model_type:
@@ -646,7 +646,7 @@ def train(
         init_dir, init_described = _init_dir(config.init, Path(tmp))
         tokenizer = AutoTokenizer.from_pretrained(init_dir)
         vocab = (init_dir / "vocab.txt").read_bytes() if (init_dir / "vocab.txt").is_file() else None
-        model_type = json.loads((init_dir / "config.json").read_text())["model_type"]
+        model_type = read_model_config(init_dir)["model_type"]
         if config.trainable == "bitfit" and config.top_layers and model_type != "distilbert":
             raise InvalidInputError(f"--top-layers is for DistilBERT models; {config.init} is {model_type!r}")
         overrides: dict[str, Any] = {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -14,7 +13,7 @@ import torch
 from distilsent.core.engine.cpu import auto_cpu_dtype
 from distilsent.core.engine.packed import PackedDistilBert, packable, packable_config, weight_names
 from distilsent.core.errors import InvalidInputError, ModelFormatError
-from distilsent.core.models import has_safetensors, load_weights
+from distilsent.core.models import has_safetensors, load_weights, read_model_config
 
 __all__ = ["TorchEngine", "resolve_device"]
 
@@ -102,11 +101,8 @@ class TorchEngine:
         (which transformers converts or initializes)."""
         if not has_safetensors(self._model_dir):
             return None
-        try:
-            config = json.loads((self._model_dir / "config.json").read_text())
-        except (OSError, ValueError):
-            return None  # transformers' own loading reports what is wrong
-        if not isinstance(config, dict) or not packable_config(config):
+        config = read_model_config(self._model_dir)
+        if not packable_config(config):
             return None
         weights = load_weights(self._model_dir)
         names = weight_names(config["n_layers"])
