@@ -8,7 +8,13 @@ import torch
 from transformers import AutoModelForSequenceClassification
 
 from distilsent.core.engine import create_engine, packed
-from distilsent.core.engine.packed import PackedDistilBert, packable, row_bucket
+from distilsent.core.engine.packed import (
+    PackedDistilBert,
+    packable,
+    packable_config,
+    row_bucket,
+    weight_names,
+)
 
 
 def _batch(lengths: list[int], vocab: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,6 +123,29 @@ def test_prepacking_is_decided_per_dtype(tiny_model_dir: Path, monkeypatch: pyte
         fp32, make_linear=lambda name, w, b: lambda x: torch.nn.functional.linear(x, w, b)
     )
     assert not plain.prepacked
+
+
+def test_from_weights_is_the_module_forward_and_refuses_what_it_cannot_run(tiny_model_dir: Path) -> None:
+    model = _model(tiny_model_dir)
+    config, weights = model.config.to_dict(), model.state_dict()
+    assert packable_config(config)
+    assert set(weight_names(model.config.n_layers)) == {name for name, _ in model.named_parameters()}
+    ids, mask = _batch([5, 12, 1, 30], model.config.vocab_size, seed=3)
+    want = PackedDistilBert(model)(ids, mask)
+    torch.testing.assert_close(
+        PackedDistilBert.from_weights(config, weights)(ids, mask), want, rtol=0, atol=0
+    )
+    without = {k: v for k, v in weights.items() if k != "classifier.bias"}
+    with pytest.raises(ValueError, match=r"lacks 1 of the classifier's tensors, such as classifier\.bias"):
+        PackedDistilBert.from_weights(config, without)
+    for other in (
+        {"sinusoidal_pos_embds": True},
+        {"architectures": ["DistilBertModel"]},
+        {"model_type": "bert"},
+    ):
+        assert not packable_config({**config, **other})
+        with pytest.raises(ValueError, match="DistilBertForSequenceClassification models only"):
+            PackedDistilBert.from_weights({**config, **other}, weights)
 
 
 def test_timing_probe_measures_both_products(tiny_model_dir: Path) -> None:

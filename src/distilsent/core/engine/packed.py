@@ -147,7 +147,7 @@ class PackedDistilBert:
         missing = [name for name in weight_names(config["n_layers"]) if name not in weights]
         if missing:
             raise ValueError(
-                f"the checkpoint lacks {len(missing)} tensors of the classifier, such as {missing[0]}"
+                f"the checkpoint lacks {len(missing)} of the classifier's tensors, such as {missing[0]}"
             )
         forward = cls.__new__(cls)
         forward._build(config, weights, None, prepack)
