@@ -97,14 +97,17 @@ class TorchEngine:
 
     def _packed_from_checkpoint(self) -> PackedDistilBert | None:
         """The packed forward built from the directory's tensors, or ``None`` where transformers must
-        build the model: not safetensors, not a DistilBERT classifier, or tensors missing or renamed
-        (which transformers converts or initializes)."""
+        build the model: not safetensors, not a DistilBERT classifier, shards it cannot read, or
+        tensors missing or renamed (which transformers converts or initializes)."""
         if not has_safetensors(self._model_dir):
             return None
         config = read_model_config(self._model_dir)
         if not packable_config(config):
             return None
-        weights = load_weights(self._model_dir)
+        try:
+            weights = load_weights(self._model_dir)
+        except ModelFormatError:
+            return None  # e.g. an index naming pickle shards (allow_pickle): transformers reads those
         names = weight_names(config["n_layers"])
         if any(name not in weights for name in names):
             return None
