@@ -70,7 +70,7 @@ def main() -> None:
 
     import distilsent
     from distilsent.core.engine import cpu_flags
-    from distilsent.core.engine.onnx_export import SMOOTH_ALPHA, smoothing_scales
+    from distilsent.core.engine.onnx_export import input_ranges, smoothing_scale, smoothing_scales
     from distilsent.core.engine.packed import PackedDistilBert
     from distilsent.core.tokenization import TokenBatch
     from distilsent.formats import read_labelled
@@ -81,7 +81,10 @@ def main() -> None:
     model = clf.torch_model()
     layers = model.config.n_layers
     fit = train_sentences()[0][0::2]
-    scales = smoothing_scales(model, clf.tokenizer.encode(fit), pad_id=clf.tokenizer.pad_id)
+    pad = clf.tokenizer.pad_id
+    fit_ids = clf.tokenizer.encode(fit)
+    ranges = input_ranges(model, fit_ids, pad_id=pad, products=("qkv", "out", "lin1", "lin2"))
+    scales = smoothing_scales(model, fit_ids, pad_id=pad, ranges=ranges)
     # Without VNNI, fbgemm's uint8 x int8 kernel can saturate: 7-bit weights rule that out there.
     reduce_range = not cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"}
 
@@ -118,20 +121,17 @@ def main() -> None:
         return make
 
     bf16_copy = copy.deepcopy(model).to(torch.bfloat16).eval()
-    pad = clf.tokenizer.pad_id
-    fit_ids = clf.tokenizer.encode(fit)
-    ranges = input_ranges(model, fit_ids, pad)
+    # The oneDNN rows smooth the attention output's input (its context vectors) too, with the same
+    # formula; the fbgemm rows keep the ONNX recipe's scales alone.
+    onednn_scales = dict(scales)
     for i, layer in enumerate(model.distilbert.transformer.layer):
-        # The ONNX recipe's formula, on the attention output's input (its context vectors).
-        lo, hi = ranges[f"{i}.out"]
-        amax = torch.maximum(lo.abs(), hi.abs()).clamp(min=1e-5)
-        wmax = layer.attention.out_lin.weight.detach().abs().amax(0).clamp(min=1e-5)
-        scales[f"{i}.out"] = (amax**SMOOTH_ALPHA / wmax ** (1 - SMOOTH_ALPHA)).clamp(min=1e-5)
+        weight_max = layer.attention.out_lin.weight.detach().abs().amax(0)
+        onednn_scales[f"{i}.out"] = smoothing_scale(*ranges[f"{i}.out"], weight_max)
     onednn_rows: dict[str, Callable] = {}
     if hasattr(torch.ops.onednn, "qlinear_pointwise"):
         onednn_rows = {
-            "onednn static, lin2 bf16": onednn_forward(model, bf16_copy, ranges, scales, lin2_int8=False),
-            "onednn static, everywhere": onednn_forward(model, bf16_copy, ranges, scales, lin2_int8=True),
+            name: onednn_forward(model, bf16_copy, ranges, onednn_scales, lin2_int8=lin2_int8)
+            for name, lin2_int8 in (("onednn static, lin2 bf16", False), ("onednn static, everywhere", True))
         }
     else:
         print("onednn static rows skipped: this torch build has no torch.ops.onednn.qlinear_pointwise")
@@ -192,54 +192,6 @@ def main() -> None:
             f"{agree_dev:>10.2f}%{agree_long:>11.2f}%",
             flush=True,
         )
-
-
-def input_ranges(
-    model: torch.nn.Module, calibration: list[list[int]], pad_id: int
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Per-channel minimum and maximum of each product's input over the real tokens of the
-    ``calibration`` texts: ``"{layer}.qkv"``, ``.out``, ``.lin1``, ``.lin2``."""
-    import torch
-
-    from distilsent.core.tokenization import TokenBatch
-
-    ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    mask: list[torch.Tensor] = []
-
-    def observe(name: str) -> Callable:
-        def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0].detach()[mask[0].bool()]
-            lo, hi = x.amin(0), x.amax(0)
-            if name in ranges:
-                lo, hi = torch.minimum(ranges[name][0], lo), torch.maximum(ranges[name][1], hi)
-            ranges[name] = (lo, hi)
-
-        return hook
-
-    hooks = []
-    for i, layer in enumerate(model.distilbert.transformer.layer):
-        att, ffn = layer.attention, layer.ffn
-        for name, module in (
-            ("qkv", att.q_lin),
-            ("out", att.out_lin),
-            ("lin1", ffn.lin1),
-            ("lin2", ffn.lin2),
-        ):
-            hooks.append(module.register_forward_pre_hook(observe(f"{i}.{name}")))
-    tokens = TokenBatch.from_lists(calibration)
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(calibration), 32):
-                ids, mask_now = (
-                    torch.from_numpy(a)
-                    for a in tokens.padded(np.arange(start, min(start + 32, len(calibration))), pad_id)
-                )
-                mask[:] = [mask_now]
-                model(input_ids=ids, attention_mask=mask_now)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return ranges
 
 
 class StaticInt8:

@@ -143,6 +143,7 @@ def test_onednn_static_forward_keeps_the_reference_checkpoints_labels(
     import torch
 
     import distilsent
+    from distilsent.core.engine.onnx_export import input_ranges
     from distilsent.core.engine.packed import PackedDistilBert
     from distilsent.core.tokenization import TokenBatch
     from distilsent.formats import read_labelled
@@ -152,7 +153,7 @@ def test_onednn_static_forward_keeps_the_reference_checkpoints_labels(
     pad = clf.tokenizer.pad_id
     train = read_labelled(SST2 / "train.tsv").texts
     calibration = clf.tokenizer.encode([t for t in train if len(t.split()) >= 6][:200])
-    ranges = int8_probe.input_ranges(model, calibration, pad)
+    ranges = input_ranges(model, calibration, pad_id=pad, products=("qkv", "out", "lin1", "lin2"))
     assert set(ranges) == {
         f"{i}.{p}" for i in range(model.config.n_layers) for p in ("qkv", "out", "lin1", "lin2")
     }

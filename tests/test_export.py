@@ -164,6 +164,39 @@ def test_choose_int8_prefers_a_batch_independent_recipe_unless_it_is_much_slower
     assert choose_int8(close, 99.5, force=False).recipe == "blockwise"
 
 
+def test_smoothing_scales_follow_the_largest_real_token_input(tiny_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir).eval()
+    texts = [[2, 7, 9, 3], [2, 11, 5, 8, 13, 21, 3], [2, 3]]
+    ranges = onnx_export.input_ranges(model, texts, products=("qkv", "out", "lin1", "lin2"))
+    assert set(ranges) == {
+        f"{i}.{p}" for i in range(model.config.n_layers) for p in ("qkv", "out", "lin1", "lin2")
+    }
+    # The first feed-forward input of layer 0, by hand over the real tokens of each text alone.
+    seen = []
+    hook = model.distilbert.transformer.layer[0].ffn.lin1.register_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0][0])
+    )
+    with torch.inference_mode():
+        for ids in texts:
+            model(input_ids=torch.tensor([ids]))
+    hook.remove()
+    rows = torch.cat(seen)
+    low, high = ranges["0.lin1"]
+    torch.testing.assert_close(low, rows.amin(0))
+    torch.testing.assert_close(high, rows.amax(0))
+    # SmoothQuant's scale on that largest |x|: max|x|^a / max|w|^(1-a).
+    weight_max = model.distilbert.transformer.layer[0].ffn.lin1.weight.detach().abs().amax(0)
+    want = rows.abs().amax(0).clamp(min=1e-5) ** 0.8 / weight_max.clamp(min=1e-5) ** 0.2
+    scales = onnx_export.smoothing_scales(model, texts, alpha=0.8)
+    torch.testing.assert_close(scales["0.lin1"], want.clamp(min=1e-5))
+    assert set(scales) == {f"{i}.{p}" for i in range(model.config.n_layers) for p in ("qkv", "lin1")}
+    with pytest.raises(distilsent.InvalidInputError, match="at least one calibration text"):
+        onnx_export.smoothing_scales(model, [])
+
+
 def test_smoothing_moves_scale_into_the_weights_without_changing_fp32_logits(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

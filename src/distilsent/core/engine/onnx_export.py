@@ -41,11 +41,13 @@ __all__ = [
     "export_smoothed",
     "fp32_products",
     "freeze_activation_scales",
+    "input_ranges",
     "int8_weights_warning",
     "quantize_blockwise",
     "quantize_dynamic_int8",
     "read_quantization_record",
     "scratch_cwd",
+    "smoothing_scale",
     "smoothing_scales",
     "write_int8",
     "write_quantization_record",
@@ -266,33 +268,43 @@ def write_int8(model_dir: Path, fp32_path: Path, int8_path: Path, *, opset: int 
         return quantize_blockwise(unfused, int8_path)
 
 
-def smoothing_scales(
-    model: Any, calibration: list[list[int]], *, pad_id: int = 0, alpha: float = SMOOTH_ALPHA
-) -> dict[str, Any]:
-    """The smoothed recipe's per-channel scales of a DistilBERT classifier (see :func:`export_smoothed`):
-    ``"{layer}.qkv"`` for the query/key/value projections' shared input, ``"{layer}.lin1"`` for the
-    first feed-forward projection's; divide that input by the scale, multiply the weights' columns."""
+_PRODUCT_INPUTS = {
+    "qkv": "attention.q_lin",
+    "out": "attention.out_lin",
+    "lin1": "ffn.lin1",
+    "lin2": "ffn.lin2",
+}
+"""The module whose input each of a DistilBERT block's products reads (query, key and value share one)."""
+
+
+def input_ranges(
+    model: Any, calibration: list[list[int]], *, pad_id: int = 0, products: tuple[str, ...] = ("qkv", "lin1")
+) -> dict[str, tuple[Any, Any]]:
+    """Per-channel minimum and maximum of the input of each of ``products`` (``"qkv"``, ``"out"``,
+    ``"lin1"``, ``"lin2"``) in every block of a DistilBERT classifier, over the real tokens of the
+    ``calibration`` token ids, by ``"{layer}.{product}"``."""
     import torch
 
-    groups: dict[str, list[Any]] = {}
-    for i, layer in enumerate(model.distilbert.transformer.layer):
-        a = layer.attention
-        groups[f"{i}.qkv"] = [a.q_lin, a.k_lin, a.v_lin]
-        groups[f"{i}.lin1"] = [layer.ffn.lin1]
-    amax: dict[str, torch.Tensor] = {}
+    ranges: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     current_mask: list[torch.Tensor] = []
 
     def observe(name: str) -> Any:
         def hook(module: Any, inputs: tuple[torch.Tensor, ...]) -> None:
             # Only real tokens: padding rows' activations would set scales no real text needs.
-            x = inputs[0].detach().abs()[current_mask[0].bool()]
+            x = inputs[0].detach()[current_mask[0].bool()]
             if len(x):
-                seen = x.amax(0)
-                amax[name] = torch.maximum(amax[name], seen) if name in amax else seen
+                low, high = x.amin(0), x.amax(0)
+                if name in ranges:
+                    low, high = torch.minimum(ranges[name][0], low), torch.maximum(ranges[name][1], high)
+                ranges[name] = (low, high)
 
         return hook
 
-    hooks = [group[0].register_forward_pre_hook(observe(name)) for name, group in groups.items()]
+    hooks = [
+        layer.get_submodule(_PRODUCT_INPUTS[product]).register_forward_pre_hook(observe(f"{i}.{product}"))
+        for i, layer in enumerate(model.distilbert.transformer.layer)
+        for product in products
+    ]
     try:
         with torch.inference_mode():
             for batch in _calibration_batches(calibration, pad_id):
@@ -302,15 +314,42 @@ def smoothing_scales(
     finally:
         for hook in hooks:
             hook.remove()
-    if not amax:
-        raise InvalidInputError("the smoothed int8 recipe needs at least one calibration text")
+    return ranges
 
+
+def smoothing_scale(low: Any, high: Any, weight_max: Any, alpha: float = SMOOTH_ALPHA) -> Any:
+    """SmoothQuant's per-channel scale ``max|x|^alpha / max|w|^(1 - alpha)`` of an input whose channels
+    range over ``[low, high]``, read by weights whose columns reach ``weight_max`` at most."""
+    import torch
+
+    amax = torch.maximum(low.abs(), high.abs())
+    return (amax.clamp(min=1e-5) ** alpha / weight_max.clamp(min=1e-5) ** (1 - alpha)).clamp(min=1e-5)
+
+
+def smoothing_scales(
+    model: Any,
+    calibration: list[list[int]],
+    *,
+    pad_id: int = 0,
+    alpha: float = SMOOTH_ALPHA,
+    ranges: dict[str, tuple[Any, Any]] | None = None,
+) -> dict[str, Any]:
+    """The smoothed recipe's per-channel scales of a DistilBERT classifier (see :func:`export_smoothed`):
+    ``"{layer}.qkv"`` for the query/key/value projections' shared input, ``"{layer}.lin1"`` for the
+    first feed-forward projection's; divide that input by the scale, multiply the weights' columns.
+    ``ranges``, where given, are :func:`input_ranges` already measured on ``calibration``."""
+    import torch
+
+    if ranges is None:
+        ranges = input_ranges(model, calibration, pad_id=pad_id)
     scales = {}
-    for name, group in groups.items():
-        wmax = torch.stack([lin.weight.detach().abs().amax(0) for lin in group]).amax(0)
-        scales[name] = (amax[name].clamp(min=1e-5) ** alpha / wmax.clamp(min=1e-5) ** (1 - alpha)).clamp(
-            min=1e-5
-        )
+    for i, layer in enumerate(model.distilbert.transformer.layer):
+        a = layer.attention
+        for name, group in ((f"{i}.qkv", [a.q_lin, a.k_lin, a.v_lin]), (f"{i}.lin1", [layer.ffn.lin1])):
+            if name not in ranges:
+                raise InvalidInputError("the smoothed int8 recipe needs at least one calibration text")
+            wmax = torch.stack([lin.weight.detach().abs().amax(0) for lin in group]).amax(0)
+            scales[name] = smoothing_scale(*ranges[name], wmax, alpha)
     return scales
 
 
