@@ -135,22 +135,30 @@ class PackedDistilBert:
 
     @classmethod
     def from_weights(
-        cls, config: Mapping[str, Any], weights: Weights, *, prepack: bool | None = None
+        cls,
+        config: Mapping[str, Any],
+        weights: Weights,
+        *,
+        dtype: torch.dtype | None = None,
+        prepack: bool | None = None,
     ) -> PackedDistilBert:
         """The forward of the classifier a config.json's fields and its checkpoint's tensors
-        describe, without building the transformers model; the tensors are used in their own dtype.
-        ``ValueError`` where :func:`packable_config` refuses the config or a tensor of
-        :func:`weight_names` is missing (a checkpoint transformers would have to convert or
-        initialize in part)."""
+        describe, without building the transformers model; the tensors cast to ``dtype`` (as
+        transformers casts them on load), or in their own dtype. ``ValueError`` where
+        :func:`packable_config` refuses the config or a tensor of :func:`weight_names` is missing (a
+        checkpoint transformers would have to convert or initialize in part)."""
         if not packable_config(config):
             raise ValueError("PackedDistilBert runs DistilBertForSequenceClassification models only")
-        missing = [name for name in weight_names(config["n_layers"]) if name not in weights]
+        names = weight_names(config["n_layers"])
+        missing = [name for name in names if name not in weights]
         if missing:
             raise ValueError(
                 f"the checkpoint lacks {len(missing)} of the classifier's tensors, such as {missing[0]}"
             )
         forward = cls.__new__(cls)
-        forward._build(config, weights, None, prepack)
+        forward._build(
+            config, {name: weights[name].to(dtype or weights[name].dtype) for name in names}, None, prepack
+        )
         return forward
 
     def _build(
@@ -343,7 +351,7 @@ def _time_products(block: _Block, activation: str) -> tuple[float, float]:
     weight = block("ffn.lin1.weight")
     x = torch.randn(_PROBE_ROWS, weight.shape[1], generator=torch.Generator().manual_seed(0)).to(weight.dtype)
 
-    def block(products: dict[str, Callable[..., torch.Tensor]]) -> None:
+    def run_block(products: dict[str, Callable[..., torch.Tensor]]) -> None:
         products["qkv"](x)
         products["lin2"](products["lin1"](products["out"](x, x)), x)
 
@@ -352,7 +360,7 @@ def _time_products(block: _Block, activation: str) -> tuple[float, float]:
         for run in range(8):
             for which, products in enumerate(builds):
                 start = time.perf_counter()
-                block(products)
+                run_block(products)
                 if run >= 1:  # the first run builds kernels and warms caches
                     times[which].append(time.perf_counter() - start)
     return min(times[0]), min(times[1])

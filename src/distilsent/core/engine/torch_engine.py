@@ -107,13 +107,12 @@ class TorchEngine:
         if pickle_shards(self._model_dir):  # allowed by the caller: transformers reads those
             return None
         weights = load_weights(self._model_dir)
-        names = weight_names(config["n_layers"])
-        if any(name not in weights for name in names):
+        try:
+            packed = PackedDistilBert.from_weights(config, weights, dtype=self._torch_dtype)
+        except ValueError:  # tensors missing or renamed: transformers converts or initializes them
             return None
-        self._parameters = sum(weights[name].numel() for name in names)
-        return PackedDistilBert.from_weights(
-            config, {name: weights[name].to(self._torch_dtype) for name in names}
-        )
+        self._parameters = sum(weights[name].numel() for name in weight_names(config["n_layers"]))
+        return packed
 
     @property
     def model(self) -> torch.nn.Module:
