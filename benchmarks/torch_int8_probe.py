@@ -128,13 +128,13 @@ def main() -> None:
         weight_max = layer.attention.out_lin.weight.detach().abs().amax(0)
         onednn_scales[f"{i}.out"] = smoothing_scale(*ranges[f"{i}.out"], weight_max)
     onednn_rows: dict[str, Callable] = {}
-    if hasattr(torch.ops.onednn, "qlinear_pointwise"):
+    if (missing := onednn_static_missing()) is None:
         onednn_rows = {
             name: onednn_forward(model, bf16_copy, ranges, onednn_scales, lin2_int8=lin2_int8)
             for name, lin2_int8 in (("onednn static, lin2 bf16", False), ("onednn static, everywhere", True))
         }
     else:
-        print("onednn static rows skipped: this torch build has no torch.ops.onednn.qlinear_pointwise")
+        print(f"onednn static rows skipped: {missing}")
     forwards: dict[str, Callable] = {
         "fp32 (reference)": PackedDistilBert(model),
         "bf16": PackedDistilBert(bf16_copy),
@@ -192,6 +192,24 @@ def main() -> None:
             f"{agree_dev:>10.2f}%{agree_long:>11.2f}%",
             flush=True,
         )
+
+
+def onednn_static_missing() -> str | None:
+    """Why the ``onednn static`` rows cannot run here, or ``None``. They need oneDNN's int8 products,
+    int8 multiply-adds that do not saturate (VNNI or AMX: on AVX2 alone the uint8 x int8 pairs
+    saturate in int16) and native bf16 for the products' bf16 outputs (refused on AVX2 alone)."""
+    import torch
+
+    from distilsent.core.engine import cpu_flags, has_native_bf16
+
+    if not hasattr(torch.ops.onednn, "qlinear_pointwise"):
+        return "this torch build has no torch.ops.onednn.qlinear_pointwise"
+    flags = cpu_flags()
+    if not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}:
+        return "this CPU has no VNNI or AMX int8 instructions"
+    if not has_native_bf16(flags):
+        return "this CPU multiplies no bf16 natively"
+    return None
 
 
 class StaticInt8:
