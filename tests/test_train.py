@@ -74,6 +74,22 @@ def test_float16_save_halves_the_weights(tiny_tsv: Path, tiny_model_dir: Path, t
     assert {t.dtype for t in weights.values()} == {torch.float16}
 
 
+def test_a_warm_up_longer_than_the_run_is_reported(
+    tiny_tsv: Path, tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The published recipe's 600 warm-up steps on 64 rows: 8 steps a pass, 2 passes.
+    config = _config(tiny_tsv, tiny_model_dir, tmp_path / "out", dev=None, epochs=2, warmup_steps=600)
+    with caplog.at_level("WARNING", logger="distilsent.training.train"):
+        train(config)
+    run = "warm-up (600 steps) is not shorter than the whole run (16 optimizer steps on 64 rows)"
+    assert run in caplog.text
+    assert "peaks at 5.3e-05 instead of 0.002" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="distilsent.training.train"):
+        train(_config(tiny_tsv, tiny_model_dir, tmp_path / "out2", dev=None, epochs=2, warmup_steps=15))
+    assert "warm-up" not in caplog.text
+
+
 def test_counterfactual_augmentation_trains(
     tiny_model_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
