@@ -162,3 +162,19 @@ def kill_then_resume(config: Any, *, checkpoint: int) -> None:
     assert not (Path(config.output) / "model.safetensors").exists()
     done = subprocess.run([*argv, "--resume"], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def cli_in_fresh_process(args: list[str]) -> tuple[str, bool]:
+    """``distilsent ARGS``'s output in a new interpreter, and whether it imported transformers."""
+    code = (
+        "import sys\n"
+        "from distilsent.cli import main\n"
+        f"code = main({args!r})\n"
+        "print('transformers' in sys.modules, code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    *output, last = proc.stdout.splitlines()
+    imported, exit_code = last.split()
+    assert exit_code == "0", proc.stdout + proc.stderr
+    return "\n".join(output), imported == "True"

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
 
@@ -39,6 +39,9 @@ from distilsent.core.postprocess import (
 from distilsent.core.scope import ScopeGuard, check_scope_options
 from distilsent.core.text import as_pairs, check_pairs, check_texts
 from distilsent.core.tokenization import TextTokenizer, TokenBatch
+
+if TYPE_CHECKING:
+    from distilsent.core.engine.torch_engine import GradientForward
 
 __all__ = ["Classifier", "LoadConfig", "Prediction", "load"]
 
@@ -637,16 +640,29 @@ class Classifier:
         return explain(self, text, target=target, steps=steps)
 
     def torch_model(self) -> Any:
-        """The torch module behind this classifier, for gradients: the engine's own, or (ONNX
-        backends) the directory's torch weights loaded once on the CPU."""
+        """The transformers module behind this classifier: the engine's own, or (ONNX backends) the
+        directory's torch weights loaded once on the CPU."""
         model = getattr(self.engine, "model", None)
         if model is not None:
             return model
+        return self._torch_engine().model
+
+    def gradient_forward(self) -> GradientForward:
+        """Logits from word embeddings with gradients, for explanations: the torch engine's, or (ONNX
+        backends) one from the directory's torch weights on the CPU. On the CPU it needs no
+        transformers (see :meth:`TorchEngine.gradient_forward`)."""
+        from distilsent.core.engine.torch_engine import TorchEngine
+
+        engine = self.engine if isinstance(self.engine, TorchEngine) else self._torch_engine()
+        return engine.gradient_forward()
+
+    def _torch_engine(self) -> Any:
+        """A CPU torch engine on this classifier's directory, built once (for ONNX backends)."""
         if self._torch_copy is None:
             from distilsent.core.engine.torch_engine import TorchEngine
 
             try:
-                self._torch_copy = TorchEngine(self.model_dir, device="cpu").model
+                self._torch_copy = TorchEngine(self.model_dir, device="cpu")
             except DistilsentError as e:
                 raise DistilsentError(f"explanations need the model's torch weights: {e}") from None
         return self._torch_copy

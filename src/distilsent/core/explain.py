@@ -30,7 +30,9 @@ class Explainable(Protocol):
 
     def predict(self, text: str) -> Any: ...
 
-    def torch_model(self) -> Any: ...
+    def gradient_forward(self) -> Any:
+        """A ``distilsent.core.engine.torch_engine.GradientForward``: logits from word embeddings."""
+        ...
 
 
 __all__ = ["Explanation", "WordAttribution", "explain", "to_html", "to_rich"]
@@ -113,8 +115,8 @@ def explain(
     integrated_gradients = _require_captum()
     if not isinstance(text, str) or not text.strip():
         raise InvalidInputError("text is empty or only whitespace")
-    model = clf.torch_model()
-    device = next(model.parameters()).device
+    model = clf.gradient_forward()
+    device = model.device
     labels = clf.labels
     pred = clf.predict(text)
     target = target or pred.label
@@ -125,17 +127,14 @@ def explain(
     encoding = clf.tokenizer.encodings([text])[0]
     ids = torch.tensor([encoding.ids], device=device)
     mask = torch.ones_like(ids)
-    embeddings = model.get_input_embeddings()
     with torch.no_grad():
-        inputs = embeddings(ids).float()
+        inputs = model.embed(ids).float()
         special = torch.tensor(encoding.special_tokens_mask, device=device, dtype=torch.bool)[None, :, None]
-        pad = embeddings(torch.full_like(ids, clf.tokenizer.pad_id)).float()
+        pad = model.embed(torch.full_like(ids, clf.tokenizer.pad_id)).float()
         baseline = torch.where(special, inputs, pad)
 
     def forward(embeds: torch.Tensor) -> torch.Tensor:
-        dtype = next(model.parameters()).dtype
-        logits = model(inputs_embeds=embeds.to(dtype), attention_mask=mask.expand(len(embeds), -1)).logits
-        logits = logits.float()
+        logits = model.from_embeddings(embeds.to(model.dtype), mask.expand(len(embeds), -1)).float()
         others = torch.cat([logits[:, :t], logits[:, t + 1 :]], dim=1)
         return logits[:, t] - (others.mean(1) if others.shape[1] else 0.0)
 

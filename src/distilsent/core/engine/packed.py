@@ -198,10 +198,38 @@ class PackedDistilBert:
         )
         self.classifier = build.linear("classifier", weights["classifier.weight"], weights["classifier.bias"])
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.word.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.word.device
+
     @torch.inference_mode()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits for right-padded ``input_ids``; every row's mask must be ones then zeros."""
-        batch, length = input_ids.shape
+        flat = input_ids.reshape(-1)
+        return self._forward(attention_mask, lambda where: F.embedding(_rows(flat, where), self.word))
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The word embeddings of ``input_ids``, ``(batch, length, dim)``: what
+        :meth:`from_embeddings` takes (positions are added there)."""
+        return F.embedding(input_ids, self.word)
+
+    def from_embeddings(self, word_vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits from right-padded word embeddings (:meth:`embed`), as transformers'
+        ``inputs_embeds``. Gradients flow back to ``word_vectors`` where the products are plain
+        (``prepack=False``): oneDNN's packed products have none."""
+        flat = word_vectors.reshape(-1, self.dim)
+        return self._forward(attention_mask, lambda where: _rows(flat, where))
+
+    def _forward(
+        self, attention_mask: torch.Tensor, words: Callable[[torch.Tensor | None], torch.Tensor]
+    ) -> torch.Tensor:
+        """The forward after the word lookup; ``words(where)`` gives the word vectors of the flat
+        token indices ``where`` (every token where ``None``)."""
+        batch, length = attention_mask.shape
         lengths = attention_mask.sum(1)
         tokens = int(lengths.sum())
         # Without padding (a single text, or a batch of equal lengths) the packed rows are the
@@ -210,18 +238,18 @@ class PackedDistilBert:
         full = tokens == batch * length
         rows = row_bucket(tokens)
         cls_rows = torch.cumsum(lengths, 0) - lengths  # each sequence's first token in the packed rows
-        flat_ids, positions = input_ids.reshape(-1), torch.arange(length).repeat(batch)
+        positions = torch.arange(length, device=attention_mask.device).repeat(batch)
         where, slots, key_mask = None, None, None
         if not full:
             where = attention_mask.reshape(-1).bool().nonzero().squeeze(1)  # flat index of real tokens
-            flat_ids, positions = flat_ids[where], positions[where]
+            positions = positions[where]
             # The packed row each padded slot reads; padding slots read row 0, which attention's key
             # mask hides and whose queries are dropped. A gather is one pass; scattering into zeros
             # was two and cost ~5 % of bf16 throughput on dev-length batches.
             slots = torch.zeros(batch * length, dtype=torch.long)
             slots[where] = torch.arange(tokens)
             key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, length): keys to attend
-        x = F.embedding(flat_ids, self.word) + F.embedding(positions, self.position)
+        x = words(where) + F.embedding(positions, self.position)
         x = _pad_rows(self.embed_norm(x), rows)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
@@ -241,6 +269,10 @@ class PackedDistilBert:
             x = layer["sa_norm"](layer["out"](context, x))
             x = layer["out_norm"](layer["lin2"](layer["lin1"](x), x))
         return self.classifier(F.relu(self.pre_classifier(x)))
+
+
+def _rows(flat: torch.Tensor, where: torch.Tensor | None) -> torch.Tensor:
+    return flat if where is None else flat[where]
 
 
 def _norm(weight: torch.Tensor, bias: torch.Tensor) -> Linear:

@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -15,7 +16,7 @@ from distilsent.core.engine.packed import PackedDistilBert, packable, packable_c
 from distilsent.core.errors import InvalidInputError, ModelFormatError
 from distilsent.core.models import has_safetensors, load_weights, pickle_shards, read_model_config
 
-__all__ = ["TorchEngine", "resolve_device"]
+__all__ = ["GradientForward", "TorchEngine", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,7 @@ class TorchEngine:
         self._model_dir, self._torch_dtype = Path(model_dir), torch_dtype
         self._model: torch.nn.Module | None = None
         self._model_lock = threading.Lock()
+        self._gradients: GradientForward | None = None
         self._packed = self._packed_from_checkpoint() if self._device.type == "cpu" else None
         if self._packed is None:
             model = self.model
@@ -95,7 +97,7 @@ class TorchEngine:
                 + f" ({self._packed.prepack_reason})"
             )
 
-    def _packed_from_checkpoint(self) -> PackedDistilBert | None:
+    def _packed_from_checkpoint(self, *, prepack: bool | None = None) -> PackedDistilBert | None:
         """The packed forward built from the directory's tensors, or ``None`` where transformers must
         build the model: not safetensors, not a DistilBERT classifier, pickle shards, or tensors
         missing or renamed (which transformers converts or initializes)."""
@@ -108,7 +110,7 @@ class TorchEngine:
             return None
         weights = load_weights(self._model_dir)
         try:
-            packed = PackedDistilBert.from_weights(config, weights, dtype=self._torch_dtype)
+            packed = PackedDistilBert.from_weights(config, weights, dtype=self._torch_dtype, prepack=prepack)
         except ValueError:  # tensors missing or renamed: transformers converts or initializes them
             return None
         self._parameters = sum(weights[name].numel() for name in weight_names(config["n_layers"]))
@@ -122,6 +124,18 @@ class TorchEngine:
             if self._model is None:
                 self._model = self._load_transformers()
             return self._model
+
+    def gradient_forward(self) -> GradientForward:
+        """A forward from word embeddings that lets gradients through, for explanations; built once.
+        On the CPU, for a checkpoint the packed forward reads, the same forward with plain products
+        (oneDNN's packed ones have no gradients) built from the tensors, so transformers (about
+        2.4 s to import) stays out; otherwise the transformers model."""
+        with self._model_lock:
+            if self._gradients is None and self._model is None and self._device.type == "cpu":
+                self._gradients = self._packed_from_checkpoint(prepack=False)
+        if self._gradients is None:
+            self._gradients = _TransformersGradients(self.model)
+        return self._gradients
 
     def _load_transformers(self) -> torch.nn.Module:
         from transformers import AutoConfig, AutoModelForSequenceClassification
@@ -196,6 +210,36 @@ class TorchEngine:
             return logits.numpy()
 
         return wait
+
+
+class GradientForward(Protocol):
+    """Logits from word embeddings, differentiable in them: what Integrated Gradients integrates."""
+
+    dtype: torch.dtype
+    device: torch.device
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Word embeddings ``(batch, length, dim)`` of ``input_ids``, positions not yet added."""
+        ...
+
+    def from_embeddings(self, word_vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, labels)`` of right-padded word embeddings."""
+        ...
+
+
+class _TransformersGradients:
+    """:class:`GradientForward` of a transformers sequence classifier (``inputs_embeds``)."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._model = model
+        parameter = next(model.parameters())
+        self.dtype, self.device = parameter.dtype, parameter.device
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self._model.get_input_embeddings()(input_ids)
+
+    def from_embeddings(self, word_vectors: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._model(inputs_embeds=word_vectors, attention_mask=attention_mask).logits
 
 
 def _right_padded(mask: np.ndarray) -> bool:
