@@ -25,7 +25,7 @@ from distilsent.core.config import Config
 from distilsent.core.engine import BACKENDS, DTYPES, create_engine, run_batches
 from distilsent.core.errors import DistilsentError, InvalidInputError, InvalidTypeError
 from distilsent.core.explain import Explanation, explain
-from distilsent.core.models import DEFAULT_MODEL, id2label, read_model_config, resolve_model
+from distilsent.core.models import DEFAULT_MODEL, label_names, read_model_config, resolve_model
 from distilsent.core.postprocess import (
     AGGREGATES,
     FUNCTIONS,
@@ -169,7 +169,7 @@ class Classifier:
             config.model, allow_pickle=config.allow_pickle, revision=config.revision
         )
         self.model_config: dict[str, Any] = read_model_config(self.model_dir)
-        self.labels: list[str] = list(id2label(self.model_config).values()) or ["LABEL_0", "LABEL_1"]
+        self.labels: list[str] = label_names(self.model_config)
         self.tokenizer = TextTokenizer(
             self.model_dir, config.max_length, truncation_side=config.truncation_side
         )

@@ -28,6 +28,7 @@ __all__ = [
     "check_model_dir",
     "has_torch_weights",
     "id2label",
+    "label_names",
     "load_weights",
     "minilm_dir",
     "mpnet_dir",
@@ -86,6 +87,12 @@ def id2label(config: dict[str, Any]) -> dict[int, str]:
         raise ModelFormatError(
             f"config.json's id2label is not a map of class indices to names: {config.get('id2label')!r}"
         ) from None
+
+
+def label_names(config: dict[str, Any]) -> list[str]:
+    """A model config's label names in class order; transformers' own names for a config without
+    any (``LABEL_0``, ``LABEL_1``: two classes, its default)."""
+    return list(id2label(config).values()) or ["LABEL_0", "LABEL_1"]
 
 
 def check_model_dir(path: Path, *, allow_pickle: bool = False) -> Path:

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import assert_snippet_agrees
+
+spacy = pytest.importorskip("spacy")
+
+TEXTS = ["good film", "a bad , boring movie", "   ", "great fun", "terrible plot"]
+
+
+@pytest.fixture
+def nlp(tiny_model_dir: Path):
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("distilsent", config={"model": str(tiny_model_dir), "load": {"device": "cpu"}})
+    return pipeline
+
+
+def test_the_factory_is_found_through_the_entry_point_and_sets_the_scores(nlp, tiny_classifier) -> None:
+    doc = nlp("good film")
+    expected = tiny_classifier.predict("good film")
+    assert doc.cats == pytest.approx(expected.scores, abs=1e-6)
+    assert doc._.distilsent.label == expected.label
+    assert nlp.get_pipe("distilsent").labels == tuple(tiny_classifier.labels)
+
+
+def test_pipe_scores_each_batch_and_leaves_empty_docs_unscored(nlp, tiny_classifier) -> None:
+    docs = list(nlp.pipe(TEXTS, batch_size=2))
+    expected = tiny_classifier.predict([t for t in TEXTS if t.strip()])
+    scored = [doc for doc in docs if doc.cats]
+    assert [doc.text for doc in scored] == [t for t in TEXTS if t.strip()]
+    for doc, prediction in zip(scored, expected, strict=True):
+        assert doc.cats == pytest.approx(prediction.scores, abs=1e-6)
+    assert docs[2].cats == {} and docs[2]._.distilsent is None
+
+
+def test_a_saved_pipeline_carries_its_model(nlp, tiny_model_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "source"
+    shutil.copytree(tiny_model_dir, copy)
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("distilsent", config={"model": str(copy), "load": {"device": "cpu", "max_length": 64}})
+    before = pipeline("a bad , boring movie").cats
+    pipeline.to_disk(tmp_path / "pipeline")
+    shutil.rmtree(copy)  # the saved pipeline must not need the directory it was built from
+    loaded = spacy.load(tmp_path / "pipeline")
+    component = loaded.get_pipe("distilsent")
+    assert loaded("a bad , boring movie").cats == pytest.approx(before, abs=1e-6)
+    assert component.classifier.model_dir == tmp_path / "pipeline" / "distilsent" / "model"
+    assert component.classifier.config.max_length == 64
+    assert_snippet_agrees(component.classifier.model_dir)
+    loaded.to_disk(tmp_path / "pipeline")  # over itself: the model it reads must survive
+    assert spacy.load(tmp_path / "pipeline")("a bad , boring movie").cats == pytest.approx(before, abs=1e-6)
+
+
+def test_bad_options_are_refused_when_the_pipe_is_added(tiny_model_dir: Path) -> None:
+    pipeline = spacy.blank("en")
+    with pytest.raises(ValueError, match="unknown backend 'nope'"):
+        pipeline.add_pipe("distilsent", config={"model": str(tiny_model_dir), "load": {"backend": "nope"}})
+    with pytest.raises(ValueError, match="not inside 'load'"):
+        pipeline.add_pipe("distilsent", config={"load": {"model": str(tiny_model_dir)}})
+
+
+def test_evaluate_uses_spacys_scorer(nlp, tiny_classifier) -> None:
+    from spacy.training import Example
+
+    texts = [t for t in TEXTS if t.strip()]
+    gold = ["POSITIVE", "NEGATIVE", "POSITIVE", "NEGATIVE"]
+    labels = tiny_classifier.labels
+    examples = [
+        Example.from_dict(nlp.make_doc(t), {"cats": {label: float(label == g) for label in labels}})
+        for t, g in zip(texts, gold, strict=True)
+    ]
+    scores = nlp.evaluate(examples)
+    predicted = [p.label for p in tiny_classifier.predict(texts)]
+    f1s = []
+    for label in labels:
+        tp = sum(p == g == label for p, g in zip(predicted, gold, strict=True))
+        fp = sum(p == label != g for p, g in zip(predicted, gold, strict=True))
+        fn = sum(g == label != p for p, g in zip(predicted, gold, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    assert scores["cats_score"] == pytest.approx(sum(f1s) / len(f1s))
+
+
+@pytest.mark.slow
+def test_the_reference_checkpoint_through_spacy_matches_the_classifier(
+    ref_model_dir: Path, ref_classifier, sst2_dev
+) -> None:
+    texts = sst2_dev[0][:64]
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("distilsent", config={"model": str(ref_model_dir), "load": {"device": "cpu"}})
+    labels = [max(doc.cats, key=doc.cats.get) for doc in pipeline.pipe(texts, batch_size=16)]
+    assert labels == [p.label for p in ref_classifier.predict(texts)]
