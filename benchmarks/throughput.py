@@ -17,6 +17,7 @@ kept them (the other kinds' targets are listed as not binding here).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -24,7 +25,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
-DEV = ROOT.parent / "shared" / "data" / "sst2" / "dev.tsv"
+# DISTILSENT_SST2_DIR: where ../shared does not travel (a lent GPU machine; scripts/device_run.sh).
+DEV = Path(os.environ.get("DISTILSENT_SST2_DIR") or ROOT.parent / "shared" / "data" / "sst2") / "dev.tsv"
 
 
 def cpu_line() -> str:

@@ -20,7 +20,8 @@ import distilsent
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 REF_MODEL = SHARED / "models" / "minilm-l6-sst2-ref"
-SST2 = SHARED / "data" / "sst2"
+SST2 = Path(os.environ.get("DISTILSENT_SST2_DIR") or SHARED / "data" / "sst2")
+"""SST-2 train and dev; DISTILSENT_SST2_DIR where ../shared does not travel (scripts/device_run.sh)."""
 
 WORDS = (
     "good bad film movie the a is was great terrible hello my dog cute not very it this and of "
