@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -93,3 +94,26 @@ def test_the_reference_checkpoint_through_spacy_matches_the_classifier(
     pipeline.add_pipe("distilsent", config={"model": str(ref_model_dir), "load": {"device": "cpu"}})
     labels = [max(doc.cats, key=doc.cats.get) for doc in pipeline.pipe(texts, batch_size=16)]
     assert labels == [p.label for p in ref_classifier.predict(texts)]
+
+
+def test_a_multi_label_model_is_scored_as_spacys_multilabel_textcat(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from spacy.training import Example
+
+    multi = tmp_path / "multi"
+    shutil.copytree(tiny_model_dir, multi)
+    config = json.loads((multi / "config.json").read_text())
+    (multi / "config.json").write_text(json.dumps({**config, "problem_type": "multi_label_classification"}))
+    pipeline = spacy.blank("en")
+    pipeline.add_pipe("distilsent", config={"model": str(multi), "load": {"device": "cpu"}})
+    doc = pipeline("good film")
+    component = pipeline.get_pipe("distilsent")
+    logits = component.classifier.logits(["good film"])[0]
+    sigmoid = {label: 1 / (1 + math.exp(-x)) for label, x in zip(component.labels, logits, strict=True)}
+    assert doc.cats == pytest.approx(sigmoid, abs=1e-6)
+    labels = component.labels
+    example = Example.from_dict(pipeline.make_doc("good film"), {"cats": {label: 1.0 for label in labels}})
+    assert pipeline.evaluate([example])["cats_score_desc"] == "macro AUC"

@@ -14,7 +14,7 @@ length; ``doc._.distilsent`` holds the :class:`distilsent.Prediction` (with its 
 out of the model's scope). An empty or whitespace-only doc gets no scores (``doc.cats`` untouched,
 ``doc._.distilsent`` ``None``) rather than stopping the pipeline. ``nlp.to_disk`` stores the model
 directory inside the pipeline's, so ``spacy.load`` needs nothing else; ``nlp.evaluate`` scores
-``cats`` with spaCy's own scorer (exclusive classes).
+``cats`` with spaCy's own scorer (exclusive or multi-label, as the model's config says).
 """
 
 from __future__ import annotations
@@ -97,8 +97,10 @@ class DistilsentComponent:
             yield from docs
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:
-        """spaCy's ``cats`` scores (macro F1 as ``cats_score``) for exclusive labels."""
-        return Scorer.score_cats(examples, "cats", labels=self.labels, multi_label=False, **kwargs)
+        """spaCy's ``cats`` scores: for exclusive labels (softmax) macro F1 as ``cats_score``, as
+        spaCy's ``textcat``; for a multi-label model (sigmoid) macro AUC, as ``textcat_multilabel``."""
+        multi_label = self.classifier.check_options(None, None) == "sigmoid"
+        return Scorer.score_cats(examples, "cats", labels=self.labels, multi_label=multi_label, **kwargs)
 
     def to_disk(self, path: str | Path, *, exclude: Iterable[str] = ()) -> None:
         """The model directory's files (the weights, tokenizer and config a transformers user reads)
