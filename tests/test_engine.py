@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +332,26 @@ def test_real_cpu_flags_are_read_without_the_override(monkeypatch: pytest.Monkey
         assert "fpu" in flags or "sse2" in flags  # every x86-64 CPU lists these
     else:
         assert flags == set()
+
+
+def test_a_forked_child_classifies_after_the_parent_did(tiny_model_dir: Path) -> None:
+    """torch's thread pool does not survive fork: without one thread in the child, its first
+    parallel op never returns. Run with a time limit so a hang fails instead of stalling."""
+    code = f"""
+import os
+import torch
+import distilsent
+clf = distilsent.load({str(tiny_model_dir)!r}, device="cpu", threads=2)
+parent = clf.predict("good film").label
+square = torch.randn(512, 512)
+(square @ square).sum()  # a product big enough to run on both threads, as a real model's do
+pid = os.fork()
+if pid == 0:
+    (square @ square).sum()
+    os._exit(0 if clf.predict("good film").label == parent else 3)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "0"

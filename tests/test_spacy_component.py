@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ def test_the_factory_is_found_through_the_entry_point_and_sets_the_scores(nlp, t
     doc = nlp("good film")
     expected = tiny_classifier.predict("good film")
     assert doc.cats == pytest.approx(expected.scores, abs=1e-6)
-    assert doc._.distilsent.label == expected.label
+    assert doc._.distilsent == expected.to_dict()
     assert nlp.get_pipe("distilsent").labels == tuple(tiny_classifier.labels)
 
 
@@ -117,3 +119,26 @@ def test_a_multi_label_model_is_scored_as_spacys_multilabel_textcat(
     labels = component.labels
     example = Example.from_dict(pipeline.make_doc("good film"), {"cats": {label: 1.0 for label in labels}})
     assert pipeline.evaluate([example])["cats_score_desc"] == "macro AUC"
+
+
+def test_docs_serialize_and_n_process_runs_after_the_parent_used_the_model(tiny_model_dir: Path) -> None:
+    """In a fresh interpreter with a time limit: a hang (torch's threads after fork) must fail, not
+    stall the suite."""
+    code = f"""
+import spacy
+from spacy.tokens import DocBin
+nlp = spacy.blank("en")
+nlp.add_pipe("distilsent", config={{"model": {str(tiny_model_dir)!r}, "load": {{"device": "cpu"}}}})
+nlp("good film")  # the parent runs the model before spaCy forks its workers
+texts = ["good film", "a bad , boring movie", "great fun", "terrible plot"] * 8
+forked = list(nlp.pipe(texts, n_process=2, batch_size=4))
+alone = list(nlp.pipe(texts, batch_size=4))
+assert [d.cats for d in forked] == [d.cats for d in alone]
+docs = DocBin(store_user_data=True, docs=forked[:2])
+back = list(docs.get_docs(nlp.vocab))
+assert back[1]._.distilsent == forked[1]._.distilsent and back[1]._.distilsent["label"]
+print("ok")
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().endswith("ok")

@@ -10,9 +10,11 @@ The factory ``"distilsent"`` is registered through the ``spacy_factories`` entry
 finds it without an import. Its config is ``model`` (as :func:`distilsent.load` takes it) and
 ``load``, the other fields of :class:`distilsent.LoadConfig` (``{"backend": "onnx"}``, ...), checked
 there. ``nlp.pipe`` classifies each batch of docs in one call of the classifier, which sorts them by
-length; ``doc._.distilsent`` holds the :class:`distilsent.Prediction` (with its ``warning`` for text
-out of the model's scope). An empty or whitespace-only doc gets no scores (``doc.cats`` untouched,
-``doc._.distilsent`` ``None``) rather than stopping the pipeline. ``nlp.to_disk`` stores the model
+length; with ``n_process`` the forked workers share the loaded model, one torch thread each.
+``doc._.distilsent`` holds :meth:`distilsent.Prediction.to_dict` (``label``, ``score``, ``scores``,
+and ``warning`` for text out of the model's scope): plain data, so that docs serialize. An empty or
+whitespace-only doc gets no scores (``doc.cats`` untouched, ``doc._.distilsent`` ``None``) rather
+than stopping the pipeline. ``nlp.to_disk`` stores the model
 directory inside the pipeline's, so ``spacy.load`` needs nothing else; ``nlp.evaluate`` scores
 ``cats`` with spaCy's own scorer (exclusive or multi-label, as the model's config says).
 """
@@ -48,7 +50,7 @@ if not Doc.has_extension("distilsent"):
 
 
 class DistilsentComponent:
-    """Sets ``doc.cats`` (every label's score) and ``doc._.distilsent`` (the prediction)."""
+    """Sets ``doc.cats`` (every label's score) and ``doc._.distilsent`` (the prediction, as a dict)."""
 
     def __init__(self, nlp: Language, name: str, model: str, load: dict[str, Any]) -> None:
         self.name = name
@@ -93,7 +95,9 @@ class DistilsentComponent:
             predictions = self.classifier.predict([doc.text for doc in scored]) if scored else []
             for doc, prediction in zip(scored, predictions, strict=True):
                 doc.cats.update(prediction.scores)
-                doc._.distilsent = prediction
+                # Plain data, not the Prediction: spaCy serializes a doc's extensions with msgpack
+                # (doc.to_bytes, DocBin, nlp.pipe with n_process > 1).
+                doc._.distilsent = prediction.to_dict()
             yield from docs
 
     def score(self, examples: Iterable[Example], **kwargs: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,17 @@ from distilsent.core.models import has_safetensors, load_weights, pickle_shards,
 __all__ = ["GradientForward", "TorchEngine", "resolve_device"]
 
 logger = logging.getLogger(__name__)
+
+
+def _one_thread_after_fork() -> None:
+    # torch's OpenMP thread pool does not survive fork: once the parent has run a parallel region, a
+    # forked child's next one never returns (seen with a 512x512 matmul, and with spaCy's
+    # nlp.pipe(n_process=2) after one doc). One thread per child, as torch's DataLoader workers run.
+    torch.set_num_threads(1)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 
 def resolve_device(device: str) -> torch.device:
