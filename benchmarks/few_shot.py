@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,12 +25,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def draws(seeds: int) -> tuple[list[list[tuple[str, int]]], list[tuple[str, int]]]:
-    """Each seed's 8 + 8 training rows, and the 600 held-out sentences."""
-    sys.path.insert(0, str(HERE))
-    from throughput import DEV
-
-    lines = (DEV.parent / "train.tsv").read_text().splitlines()[1:]
+def draws(train: Path, seeds: int) -> tuple[list[list[tuple[str, int]]], list[tuple[str, int]]]:
+    """Each seed's 8 + 8 rows of SST-2's ``train`` file, and the 600 held-out sentences."""
+    lines = train.read_text().splitlines()[1:]
     rows = [(s, int(y)) for s, y in (line.split("\t") for line in lines) if len(s.split()) >= 8]
     random.Random(0).shuffle(rows)
     held, pool = rows[:600], rows[1000:]
@@ -69,13 +65,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--setfit-python", required=True, help="python of an environment with setfit")
+    parser.add_argument("--setfit-python", help="python of an environment with setfit (required)")
     parser.add_argument("--draws", type=int, default=3, help="8 + 8 draws (seeds 0, 1, ...)")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         worker(args.worker)
         return
+    if not args.setfit_python:
+        parser.error("--setfit-python is required")
 
     import logging
 
@@ -85,11 +83,11 @@ def main() -> None:
     from distilsent.core.models import minilm_dir
 
     sys.path.insert(0, str(HERE))
-    from throughput import cpu_line
+    from throughput import DEV, cpu_line, run_worker
 
     logging.disable(logging.WARNING)  # the trainer's progress, not this table's business
     print(cpu_line())
-    picked, held = draws(args.draws)
+    picked, held = draws(DEV.parent / "train.tsv", args.draws)
     work = Path(tempfile.mkdtemp(prefix="few-shot-"))
     rows: dict[str, list[float]] = {}
     for learning_rate in (5e-5, 2e-4):
@@ -117,12 +115,7 @@ def main() -> None:
     job = work / "job.json"
     job.write_text(json.dumps({"draws": picked, "held": held, "backbone": str(minilm_dir())}))
     print("running SetFit in", args.setfit_python, flush=True)
-    subprocess.run(
-        [args.setfit_python, __file__, "--setfit-python", "-", "--worker", str(job)],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    run_worker(args.setfit_python, __file__, job, quiet=True)
     rows["SetFit (all-MiniLM-L6-v2, 20 pair iterations, 1 epoch)"] = [
         r["accuracy"] for r in json.loads((work / "setfit.json").read_text())
     ]

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--optimum-python", required=True, help="python of an environment with optimum-onnx")
+    parser.add_argument("--optimum-python", help="python of an environment with optimum-onnx (required)")
     parser.add_argument("--model", default="default", help="model: 'default', a directory, or a hub id")
     parser.add_argument("--texts", type=int, default=1000, help="texts per throughput pass")
     parser.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
@@ -83,10 +82,12 @@ def main() -> None:
     if args.worker:
         worker(args.worker)
         return
+    if not args.optimum_python:
+        parser.error("--optimum-python is required")
 
     sys.path.insert(0, str(HERE))
     import torch
-    from throughput import DEV, Row, cpu_line, gate, sst2_texts, throughput, train_sentences
+    from throughput import DEV, Row, cpu_line, gate, run_worker, sst2_texts, throughput, train_sentences
     from transformers import pipeline
     from transformers.utils import logging as hf_logging
 
@@ -121,7 +122,7 @@ def main() -> None:
     spec |= {"texts": texts, "dev": dev.texts, "long": long_texts}
     job.write_text(json.dumps(spec))
     print("running Optimum's half in", args.optimum_python, flush=True)
-    subprocess.run([args.optimum_python, __file__, "--optimum-python", "-", "--worker", str(job)], check=True)
+    run_worker(args.optimum_python, __file__, job)
     for name, result in json.loads((work / "results.json").read_text()).items():
         rows[name] = (result["texts_per_s"], result["dev_labels"], result["long_labels"])
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -45,6 +46,16 @@ def sst2_texts(n: int, distinct: bool = True) -> list[str]:
     base = read_labelled(DEV).texts
     texts = [t if k == 0 or not distinct else f"{t} {k}" for k in range(n // len(base) + 1) for t in base]
     return texts[:n]
+
+
+def run_worker(python: str, script: str, job: Path, *, quiet: bool = False) -> None:
+    """``script --worker job`` under another environment's ``python`` (a library whose pins distilsent
+    cannot share), run in ``job``'s folder: SetFit's trainer writes ``checkpoints/`` and ONNX
+    Runtime's tools their scratch files into the working directory, which must not be the
+    repository (a SetFit run once left a 270 MB checkpoint there)."""
+    output = subprocess.DEVNULL if quiet else None
+    command = [python, str(Path(script).resolve()), "--worker", str(job)]
+    subprocess.run(command, cwd=job.parent, check=True, stdout=output, stderr=output)
 
 
 def throughput(run: Callable[[list[str]], object], texts: list[str]) -> tuple[float, float]:
