@@ -869,7 +869,7 @@ def _warn_short_schedule(config: TrainConfig, rows: int) -> None:
     steps = _optimizer_steps(config, rows)
     if config.warmup_steps < steps:
         return
-    peak = config.learning_rate * steps / config.warmup_steps if config.warmup_steps else config.learning_rate
+    peak = config.learning_rate * steps / config.warmup_steps  # warmup_steps >= steps >= 1 here
     logger.warning(
         "warm-up (%d steps) is not shorter than the whole run (%d optimizer steps on %d rows): the "
         "learning rate peaks at %.2g instead of %.2g and the model will hardly learn. For a small file, "
