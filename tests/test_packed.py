@@ -103,14 +103,35 @@ def test_bf16_stays_close_to_fp32(tiny_model_dir: Path, prepack: bool) -> None:
     assert (got - want).abs().max() <= 2 * (theirs - want).abs().max() + 0.05
 
 
+def test_fp32_products_are_timed_once_per_shape_so_a_checkpoint_keeps_its_logits(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fp32 = _model(tiny_model_dir)
+    timings = iter([(0.001, 0.002), (0.002, 0.001)])  # a close call that the second timing reverses
+    calls = []
+
+    def timed(block, activation):
+        calls.append(activation)
+        return next(timings)
+
+    monkeypatch.setattr(packed, "_prepack_works", lambda dtype: True)
+    monkeypatch.setattr(packed, "_DECIDED", {})
+    monkeypatch.setattr(packed, "_time_products", timed)
+    first, second = PackedDistilBert(fp32), PackedDistilBert(fp32)
+    assert len(calls) == 1
+    assert first.prepacked and second.prepacked and first.prepack_reason == second.prepack_reason
+
+
 def test_prepacking_is_decided_per_dtype(tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fp32, bf16 = _model(tiny_model_dir), _model(tiny_model_dir, torch.bfloat16)
     assert PackedDistilBert(bf16).prepacked == packed._prepack_works(torch.bfloat16)
     # fp32 packs only where the packed products beat the plain ones here (seconds: packed, plain).
     monkeypatch.setattr(packed, "_prepack_works", lambda dtype: True)
+    monkeypatch.setattr(packed, "_DECIDED", {})  # decided once per shape in a process: start afresh
     monkeypatch.setattr(packed, "_time_products", lambda block, activation: (0.001, 0.002))
     faster = PackedDistilBert(fp32)
     assert faster.prepacked and "packed 1.00 ms against plain 2.00 ms" in faster.prepack_reason
+    monkeypatch.setattr(packed, "_DECIDED", {})
     monkeypatch.setattr(packed, "_time_products", lambda block, activation: (0.002, 0.001))
     slower = PackedDistilBert(fp32)
     assert not slower.prepacked and "packed 2.00 ms" in slower.prepack_reason

@@ -16,7 +16,9 @@ and the GELU and the residual sums run inside the products instead of as passes 
 bf16 that is always done: measured on an AMX Xeon, a 16-row product took 35 µs instead of 58 µs and an
 800-row one 255 µs instead of 439 µs. In fp32 it depends on the CPU (``F.linear`` is MKL's, and
 on an AVX2-only EPYC oneDNN's fused erf GELU cost more than a separate ``F.gelu``), so one block's
-products are timed both ways on 256 rows when the model loads and the faster runs. On a 2-core AMD
+products are timed both ways on 256 rows when the first model of its shape loads in a process, and
+the faster runs (for every later load of that shape too, so one checkpoint always gets the same logits
+in a process). On a 2-core AMD
 EPYC with AVX-512 the packed forward classified SST-2 dev 24 % faster on the default model and 31 %
 on the DistilBERT-base shape; on an AVX2-only one it was 17 % and 13 % slower, and the probe picks
 the plain products there. Logits stay within 1.5e-5 of the plain ones.
@@ -363,11 +365,19 @@ def _decide_prepack(block: _Block, activation: str) -> tuple[bool, str]:
         return False, f"oneDNN packed {_NAMES.get(dtype, dtype)} products unavailable here"
     if dtype == torch.bfloat16:
         return True, "bf16, where packing always wins"
-    packed, plain = _time_products(block, activation)
-    note = f"packed {packed * 1e3:.2f} ms against plain {plain * 1e3:.2f} ms for one block's products"
-    return packed <= plain, f"fp32: {note} on {_PROBE_ROWS} rows here"
+    # Timed once per block shape in a process: on a close call two timings can differ, and two loads
+    # of one checkpoint then ran different products, whose logits differ in the last bits (1.8e-6 in
+    # a probability, seen between a calibrated and an uncalibrated load of the same model).
+    key = (activation, *(block(f"{name}.weight").shape for name in ("attention.q_lin", "ffn.lin1")))
+    if key not in _DECIDED:
+        packed, plain = _time_products(block, activation)
+        note = f"packed {packed * 1e3:.2f} ms against plain {plain * 1e3:.2f} ms for one block's products"
+        _DECIDED.setdefault(key, (packed <= plain, f"fp32: {note} on {_PROBE_ROWS} rows here"))
+    return _DECIDED[key]
 
 
+_DECIDED: dict[tuple[Any, ...], tuple[bool, str]] = {}
+"""fp32's packed-or-plain decision and its reason, by activation and block shape, for this process."""
 _NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16"}
 _PROBE_ROWS = 256  # a batch of 32 short texts: most of SST-2 dev's batches hold 256-1024 tokens
 
